@@ -134,7 +134,11 @@ def command_generate_data(args: argparse.Namespace) -> None:
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"output {out} exists and is not a folder")
-    check_writable(out / "meta.json") if out.is_dir() else check_writable(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create output folder {out}: {error.strerror}") from error
+    check_writable(out / "meta.json")
     for name in ("train", "valid", "test", "steps", "batch_size"):
         if getattr(args, name) < (1 if name in ("steps", "batch_size", "train") else 0):
             raise UsageError(f"invalid --{name.replace('_', '-')} {getattr(args, name)}: too small")
@@ -146,7 +150,8 @@ def command_calibrate(args: argparse.Namespace) -> None:
     from .calibration import calibrate
 
     system = build_system(args.system, [])
-    reference = calibrate(system, args.batch, args.steps, args.window, args.lyapunov_steps, seed=args.seed,
+    reference = calibrate(system, args.batch, args.steps, args.window, args.spectrum_window, args.lyapunov_steps,
+                          seed=args.seed,
                           device=resolve_device(args.device))
     reference["command"] = "thermalizer " + " ".join(sys.argv[1:])
     out = pathlib.Path(args.out) if args.out else pathlib.Path(__file__).parent / "systems" / "reference" / f"{system.name}.json"
@@ -201,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--batch", type=int, default=8, help="true trajectories")
     calibrate.add_argument("--steps", type=int, default=2000, help="emulator steps per trajectory")
     calibrate.add_argument("--window", type=int, default=50, help="window of the frozen and spectrum checks, in steps")
+    calibrate.add_argument("--spectrum-window", type=int, default=200,
+                           help="time constant of the running spectrum average, in steps")
     calibrate.add_argument("--lyapunov-steps", type=int, default=300, help="steps of the twin-trajectory run")
     calibrate.add_argument("--seed", type=int, default=1000, help="seed of the initial states")
     calibrate.add_argument("--out", default=None, help="output JSON (default: the package's reference folder)")

@@ -16,12 +16,14 @@ any of these holds (checked in this order):
     long true runs (the dynamics have died although the measure may sit inside
     the band);
 ``spectrum``
-    the energy spectrum averaged over the last ``window`` steps differs from the
-    true time-mean spectrum by more than ``spectrum_factor`` in any of the
-    energetic modes (the shells that hold ``energetic_fraction`` of the energy).
+    the energy spectrum, averaged exponentially with a time constant of
+    ``spectrum_window`` steps, differs from the true time-mean spectrum by more
+    than ``spectrum_factor`` in any of the energetic modes (the modes that hold
+    90% of the energy). The factor is at least twice the largest deviation that
+    the same average of long true runs shows.
 
-The frozen and spectrum checks need a full window of history, so a trajectory
-cannot fail them during its first ``window - 1`` steps. The thresholds are
+The frozen check needs ``window`` steps of history and the spectrum check
+``spectrum_window`` steps, so a trajectory cannot fail them earlier. The thresholds are
 derived from long true runs by :func:`thermalizer_core.calibration.calibrate`
 and stored with each system's defaults.
 """
@@ -50,6 +52,7 @@ class StableBand:
     min_window_std: float
     reference_spectrum: tuple[float, ...]
     energetic_modes: tuple[bool, ...]
+    spectrum_window: int = 200
     band_factor: float = 1.5
     frozen_fraction: float = 0.1
     spectrum_factor: float = 10.0
@@ -80,29 +83,44 @@ class StableBand:
         return dataclasses.asdict(self)
 
 
+def spectrum_average(average: torch.Tensor, spectrum: torch.Tensor, count: int, window: int) -> torch.Tensor:
+    """Return the running average of spectra after adding the ``count``-th one (0-based).
+
+    It is the plain mean for the first ``window`` spectra and an exponential
+    average with weight ``1 / window`` after that, so it needs no history.
+    """
+    weight = 1.0 / min(count + 1, window)
+    return average + weight * (spectrum - average)
+
+
 class StabilityMonitor:
     """Tracks a batch of trajectories step by step and records when each leaves the stable band.
 
-    Memory is bounded: it keeps the last ``band.window`` measures and spectra.
-    Once a trajectory has exited it keeps its first step and reason.
+    Memory is bounded: it keeps the last ``band.window`` measures and a running
+    mean spectrum. Once a trajectory has exited it keeps its first step and
+    reason. With ``band=None`` (no reference statistics, e.g. for non-default
+    parameters) only non-finite values and explicit :meth:`mark` calls count.
     """
 
-    def __init__(self, band: StableBand, batch: int, device: torch.device | str | None = None):
+    def __init__(self, band: StableBand | None, batch: int, device: torch.device | str | None = None):
         self.band = band
         self.batch = batch
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.reference_spectrum = torch.tensor(band.reference_spectrum, dtype=torch.float64, device=self.device)
-        self.energetic_modes = torch.tensor(band.energetic_modes, dtype=torch.bool, device=self.device)
+        if band is not None:
+            self.reference_spectrum = torch.tensor(band.reference_spectrum, dtype=torch.float64, device=self.device)
+            self.energetic_modes = torch.tensor(band.energetic_modes, dtype=torch.bool, device=self.device)
         self.reset()
 
     def reset(self) -> None:
-        window = self.band.window
-        self.measures = torch.zeros(window, self.batch, dtype=torch.float64, device=self.device)
-        self.spectra = torch.zeros(window, self.batch, len(self.band.reference_spectrum),
-                                   dtype=torch.float64, device=self.device)
         self.count = 0
         self.exit_step = torch.full((self.batch,), -1, dtype=torch.long, device=self.device)
         self.exit_reason: list[str | None] = [None] * self.batch
+        if self.band is None:
+            return
+        window = self.band.window
+        self.measures = torch.zeros(window, self.batch, dtype=torch.float64, device=self.device)
+        self.mean_spectrum = torch.zeros(self.batch, len(self.band.reference_spectrum),
+                                         dtype=torch.float64, device=self.device)
 
     @property
     def stable(self) -> torch.Tensor:
@@ -124,18 +142,22 @@ class StabilityMonitor:
         """
         before = self.stable.clone()
         measure = measure.to(self.device, torch.float64)
+        finite = torch.isfinite(field.reshape(field.shape[0], -1)).all(dim=1).to(self.device) & torch.isfinite(measure)
+        self.mark(step, ~finite, NON_FINITE)
+        if self.band is None:
+            self.count += 1
+            return before & ~self.stable
         spectrum = spectrum.to(self.device, torch.float64)
         slot = self.count % self.band.window
         self.measures[slot] = torch.nan_to_num(measure, nan=0.0, posinf=0.0, neginf=0.0)
-        self.spectra[slot] = torch.nan_to_num(spectrum, nan=0.0, posinf=0.0, neginf=0.0)
+        self.mean_spectrum = spectrum_average(self.mean_spectrum, torch.nan_to_num(spectrum, nan=0.0, posinf=0.0),
+                                              self.count, self.band.spectrum_window)
         self.count += 1
-
-        finite = torch.isfinite(field.reshape(field.shape[0], -1)).all(dim=1).to(self.device) & torch.isfinite(measure)
-        self.mark(step, ~finite, NON_FINITE)
         self.mark(step, (measure < self.band.lower) | (measure > self.band.upper), OUT_OF_BAND)
         if self.count >= self.band.window:
             self.mark(step, self.measures.std(dim=0) < self.band.frozen_std, FROZEN)
-            self.mark(step, self.spectrum_off(self.spectra.mean(dim=0)), SPECTRUM)
+        if self.count >= self.band.spectrum_window:
+            self.mark(step, self.spectrum_off(self.mean_spectrum), SPECTRUM)
         return before & ~self.stable
 
     def spectrum_off(self, mean_spectrum: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Training of emulators and thermalizers, single process or under ``torchrun`` (DDP)."""
