@@ -22,9 +22,9 @@ logger = logging.getLogger(__name__)
 def true_trajectory(system: System, state: torch.Tensor, steps: int, progress: bool = True) -> torch.Tensor:
     """Advance ``state`` by ``steps`` emulator intervals and return the fields, shape ``(steps + 1, B, C, *grid)``."""
     fields = [system.to_emulator_grid(state)]
+    states = system.trajectory(state)
     for _ in tqdm(range(steps), desc=f"{system.name} truth", disable=not progress, leave=False):
-        state = system.advance(state, system.emulator_interval)
-        fields.append(system.to_emulator_grid(state))
+        fields.append(system.to_emulator_grid(next(states)))
     return torch.stack(fields)
 
 
@@ -119,19 +119,26 @@ def stable_band_from_truth(system: System, fields: torch.Tensor, window: int, sp
 
 
 def calibrate(system: System, batch: int, steps: int, window: int, spectrum_window: int, lyapunov_steps: int,
-              seed: int = 1000,
+              seed: int = 1000, fields: torch.Tensor | None = None,
               device: torch.device | str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run long true trajectories and return the system's reference statistics as a JSON-able dict."""
+    """Run long true trajectories and return the system's reference statistics as a JSON-able dict.
+
+    With ``fields`` ``(T, B, C, *grid)`` (true fields already computed, e.g. a
+    dataset's held-out splits) the thresholds come from them, and only the
+    twin-trajectory run for the Lyapunov exponent integrates ``batch`` new states.
+    """
     state = system.initial_state(batch, seed=seed, device=device)
-    fields = true_trajectory(system, state, steps, progress=progress)
-    band, stats = stable_band_from_truth(system, fields[1:], window, spectrum_window)
+    if fields is None:
+        fields = true_trajectory(system, state, steps, progress=progress)[1:]
+    band, stats = stable_band_from_truth(system, fields, window, spectrum_window)
     exponent = lyapunov_exponent(system, state, lyapunov_steps, progress=progress)
     lyapunov_time_steps = 1.0 / (exponent * system.emulator_interval) if exponent > 0 else math.inf
     logger.info("%s: measure %.4g to %.4g, Lyapunov exponent %.4g, Lyapunov time %.1f emulator steps",
                 system.name, band.measure_min, band.measure_max, exponent, lyapunov_time_steps)
     return {
         "system": system.describe(),
-        "calibration": {"batch": batch, "steps": steps, "seed": seed, "lyapunov_steps": lyapunov_steps},
+        "calibration": {"batch": batch, "steps": int(fields.shape[0]), "trajectories": int(fields.shape[1]),
+                        "seed": seed, "lyapunov_steps": lyapunov_steps},
         "stable_band": band.to_dict(),
         "statistics": stats,
         "wavenumbers": system.wavenumbers.tolist(),

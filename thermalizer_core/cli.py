@@ -8,7 +8,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import pathlib
 import sys
 from typing import Any, Sequence
@@ -24,6 +23,17 @@ logger = logging.getLogger("thermalizer")
 
 class UsageError(Exception):
     """Invalid command-line input; the message is printed as one line and the exit code is 2."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on standard error, with exit code 2.
+
+    argparse prints the whole usage block before the error; here the line names
+    the command and points to ``--help`` instead.
+    """
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
@@ -58,14 +68,26 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def check_writable(path: pathlib.Path, suffixes: Sequence[str] | None = None) -> None:
-    """Raise UsageError unless ``path`` can be created (and has one of ``suffixes``)."""
+    """Raise UsageError unless ``path`` can be created as a file (and has one of ``suffixes``).
+
+    The check opens the file for appending, so it also holds for root and for
+    read-only file systems; a file that did not exist before is removed again.
+    """
     if suffixes is not None and path.suffix not in suffixes:
         raise UsageError(f"invalid output {path}: the file name must end in {' or '.join(suffixes)}")
     parent = path.parent if path.parent != pathlib.Path("") else pathlib.Path(".")
     if not parent.is_dir():
         raise UsageError(f"output folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"output {path} is not writable; choose another path")
+    if path.is_dir():
+        raise UsageError(f"output {path} is a folder; give a file name")
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as error:
+        raise UsageError(f"output {path} is not writable ({error.strerror}); choose another path") from error
+    if not existed:
+        path.unlink()
 
 
 def solver_steps(system: System, duration: float, label: str) -> int:
@@ -79,6 +101,7 @@ def solver_steps(system: System, duration: float, label: str) -> int:
 
 
 def load_initial(path: pathlib.Path, system: System) -> torch.Tensor:
+    """Load initial states ``(B, *state_shape)`` from a ``.npy`` file, or raise UsageError saying what is wrong."""
     if not path.is_file():
         raise UsageError(f"initial state file {path} not found")
     try:
@@ -150,12 +173,30 @@ def command_calibrate(args: argparse.Namespace) -> None:
     from .calibration import calibrate
 
     system = build_system(args.system, [])
-    reference = calibrate(system, args.batch, args.steps, args.window, args.spectrum_window, args.lyapunov_steps,
-                          seed=args.seed,
-                          device=resolve_device(args.device))
-    reference["command"] = "thermalizer " + " ".join(sys.argv[1:])
+    for name in ("batch", "steps", "window", "spectrum_window", "lyapunov_steps"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"invalid --{name.replace('_', '-')} {getattr(args, name)}: expected at least 1")
+    if args.window > args.steps or args.spectrum_window > args.steps:
+        raise UsageError(f"invalid --steps {args.steps}: expected at least --window {args.window} "
+                         f"and --spectrum-window {args.spectrum_window}")
     out = pathlib.Path(args.out) if args.out else pathlib.Path(__file__).parent / "systems" / "reference" / f"{system.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out, (".json",))
+    fields = None
+    if args.data is not None:
+        from .data import TrajectoryData
+
+        try:
+            data = TrajectoryData(args.data)
+        except FileNotFoundError as error:
+            raise UsageError(str(error)) from error
+        if data.meta["system"] != system.name or data.meta["params"] != system.params.to_dict():
+            raise UsageError(f"dataset {args.data} was made for other system parameters; calibrate uses the defaults")
+        arrays = [np.asarray(data.split(name)) for name in ("valid", "test")]
+        fields = torch.from_numpy(np.concatenate(arrays)).transpose(0, 1)[1:].double()
+    reference = calibrate(system, args.batch, args.steps, args.window, args.spectrum_window, args.lyapunov_steps,
+                          seed=args.seed, fields=fields,
+                          device=resolve_device(args.device))
+    reference["command"] = "thermalizer " + " ".join(args.argv)
     out.write_text(json.dumps(reference, indent=1))
     logger.info("wrote %s", out)
 
@@ -169,7 +210,7 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="thermalizer", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="thermalizer", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -210,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="time constant of the running spectrum average, in steps")
     calibrate.add_argument("--lyapunov-steps", type=int, default=300, help="steps of the twin-trajectory run")
     calibrate.add_argument("--seed", type=int, default=1000, help="seed of the initial states")
+    calibrate.add_argument("--data", default=None,
+                           help="take the true fields from this dataset's valid and test splits instead of new runs")
     calibrate.add_argument("--out", default=None, help="output JSON (default: the package's reference folder)")
     add_device_argument(calibrate)
     calibrate.set_defaults(handler=command_calibrate)
@@ -234,8 +277,11 @@ def extra_commands() -> list:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command in ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.handler(args)
@@ -246,4 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under ``python -m thermalizer_core.cli`` (as torchrun runs it) this file is
+    # the module ``__main__``, and the train command would raise the UsageError of a
+    # second copy, ``thermalizer_core.cli``, which the ``main`` here does not catch.
+    from thermalizer_core.cli import main as package_main
+
+    sys.exit(package_main())

@@ -37,10 +37,11 @@ def write_split(system: System, path: pathlib.Path, trajectories: int, steps: in
             count = min(batch_size, trajectories - start)
             state = system.initial_state(count, seed=seed + chunk, device=device)
             array[start:start + count, 0] = system.to_emulator_grid(state).float().cpu().numpy()
-            for step in range(1, steps + 1):
-                state = system.advance(state, system.emulator_interval)
+            for step, state in enumerate(system.trajectory(state), start=1):
                 array[start:start + count, step] = system.to_emulator_grid(state).float().cpu().numpy()
                 bar.update(count)
+                if step == steps:
+                    break
     array.flush()
     del array
 

@@ -176,6 +176,7 @@ class RolloutEngine:
         truth_state = self.system.initial_state(self.batch, seed=self.seed, device=self.device)
         field = self.system.to_emulator_grid(truth_state).float()
         self.truth_state = truth_state if "truth" in self.run_names else None
+        self.truth_states = self.system.trajectory(truth_state) if "truth" in self.run_names else None
         self.runs = {name: Run(name, field.clone(), self.band, self.history_length) for name in self.run_names}
         self.generators = {name: self.make_generator(self.seed) for name in ("emulator", "thermalized")}
         self.denoising_generator = self.make_generator(self.seed + 1)
@@ -210,7 +211,7 @@ class RolloutEngine:
     def advance_truth(self) -> None:
         run = self.runs["truth"]
         started = time.perf_counter()
-        self.truth_state = self.system.advance(self.truth_state, self.system.emulator_interval)
+        self.truth_state = next(self.truth_states)
         field = self.system.to_emulator_grid(self.truth_state).float()
         self.check_and_store(run, field)
         self.synchronize()
@@ -222,11 +223,16 @@ class RolloutEngine:
         field = self.timed(run, self.batch, lambda: self.emulator.step(
             run.field, generator=self.generators[run.name], sigma=settings.emulator_sigma))
         field = torch.where(self.per_member(run.active, field), field, run.field)
+        # Freeze the members that the emulator made non-finite before the thermalizer sees them: a NaN
+        # field would get a meaningless level and could be denoised or stopped at the hard limit.
+        field = self.freeze_non_finite(run, field)
 
         run.level.fill_(-1)
         run.denoising_steps.zero_()
         if self.thermalizer is not None and self.step_count % settings.classify_every == 0:
-            run.level = self.timed(run, self.batch, lambda: self.thermalizer.classify(field))
+            level = self.timed(run, self.batch, lambda: self.thermalizer.classify(field))
+            # Frozen and stopped members are classified with the batch, but their reading is not recorded.
+            run.level = torch.where(run.active, level, torch.full_like(level, -1))
             if thermalize:
                 field = self.thermalize(run, field, settings)
         self.check_and_store(run, field)
@@ -242,20 +248,24 @@ class RolloutEngine:
                 run.active &= ~over
                 field = torch.where(self.per_member(over, field), run.field, field)
         treated = run.active & (run.level > settings.s_init)
-        index = torch.nonzero(treated).flatten()
-        if index.numel() == 0:
+        if not bool(treated.any()):
             return field
-        start_levels = run.level[index]
+        # The whole batch goes in, with untreated members at level -1, which the thermalizer returns unchanged.
+        # Each member then takes its step noise from its own slice of every full-batch draw, so its
+        # result does not depend on which other members are treated.
+        # NOTE: it still depends on the deepest level in the batch, because one draw is made per level
+        # from that level down (ddpm.denoise_heterogeneous).
+        start_levels = torch.where(treated, run.level, torch.full_like(run.level, -1))
         depth = int(start_levels.max()) - settings.s_stop
-        denoised, steps = self.timed(run, int((start_levels - settings.s_stop).clamp(min=0).sum()),
-                                     lambda: self.thermalizer.denoise(
-                                         field[index], start_levels, settings.s_stop, settings.forward_diffuse,
-                                         generator=self.denoising_generator), calls=max(depth, 0))
-        field = field.index_copy(0, index, denoised.to(field.dtype))
-        run.denoising_steps[index] = steps.to(run.denoising_steps.dtype)
-        run.thermalized_total += index.numel()
+        evaluations = int((start_levels - settings.s_stop).clamp(min=0).sum())
+        denoised, steps = self.timed(run, evaluations, lambda: self.thermalizer.denoise(
+            field, start_levels, settings.s_stop, settings.forward_diffuse, generator=self.denoising_generator),
+            calls=max(depth, 0))
+        run.denoising_steps = steps.to(run.denoising_steps.dtype)
+        # A member above s_init but at or below s_stop (possible when s_stop >= s_init) gets no step.
+        run.thermalized_total += int((steps > 0).sum())
         run.denoising_total += int(steps.sum())
-        return field
+        return denoised
 
     def timed(self, run: Run, evaluations: int, function, calls: int = 1):
         """Call ``function`` and add its wall time to the run's network time."""
@@ -272,14 +282,19 @@ class RolloutEngine:
     def per_member(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return mask.reshape(-1, *([1] * (like.dim() - 1)))
 
-    def check_and_store(self, run: Run, field: torch.Tensor) -> None:
-        """Freeze members that turned non-finite at their last finite state, then update the stability checks."""
+    def freeze_non_finite(self, run: Run, field: torch.Tensor) -> torch.Tensor:
+        """Mark active members of ``field`` with a non-finite value, stop them and return them at ``run.field``."""
         finite = torch.isfinite(field.reshape(field.shape[0], -1)).all(dim=1)
         broken = run.active & ~finite
         if bool(broken.any()):
             run.monitor.mark(self.step_count, broken, NON_FINITE)
             run.active &= ~broken
             field = torch.where(self.per_member(broken, field), run.field, field)
+        return field
+
+    def check_and_store(self, run: Run, field: torch.Tensor) -> None:
+        """Freeze members that turned non-finite at their last finite state, then update the stability checks."""
+        field = self.freeze_non_finite(run, field)
         run.field = field
         run.spectrum = self.system.energy_spectrum(field.double())
         run.monitor.update(self.step_count, field, self.system.measure(field.double()), run.spectrum)

@@ -12,7 +12,7 @@ import abc
 import dataclasses
 import json
 from importlib import resources
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 
@@ -120,6 +120,16 @@ class System(abc.ABC):
 
         ``duration`` is rounded to a whole number of solver steps ``dt``.
         """
+
+    def trajectory(self, state: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Yield the states after 1, 2, 3, ... emulator intervals of one continuous run from ``state``.
+
+        The default calls :meth:`advance` once per interval; a multistep scheme
+        overrides it to carry its history across intervals.
+        """
+        while True:
+            state = self.advance(state, self.emulator_interval)
+            yield state
 
     def to_emulator_grid(self, state: torch.Tensor) -> torch.Tensor:
         """Map solver states ``(B, *state_shape)`` to fields ``(B, C, *grid)`` on the emulator grid."""

@@ -39,7 +39,7 @@ import math
 from dataclasses import field
 from importlib import resources
 from pathlib import Path
-from typing import ClassVar
+from typing import Iterator, ClassVar
 
 import torch
 from safetensors import safe_open
@@ -396,6 +396,14 @@ class TwoLayerQG(System):
             q_hat = self._run(q_hat, steps, stepper)
             snapshots.append(stepper.operators.to_grid(q_hat))
         return torch.stack(snapshots, dim=1)
+
+    def trajectory(self, state: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Yield the states after each emulator interval of one continuous run, as :meth:`rollout` does."""
+        q_hat, stepper = self._start(state)
+        steps = steps_in(self.emulator_interval, self.params.dt)
+        while True:
+            q_hat = self._run(q_hat, steps, stepper)
+            yield stepper.operators.to_grid(q_hat)
 
     # -- initial states -------------------------------------------------------
     def random_initial_state(self, batch: int, seed: int) -> torch.Tensor:
