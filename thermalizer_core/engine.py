@@ -36,7 +36,7 @@ from . import diagnostics
 from .history import RingBuffer
 from .models.emulator import Emulator
 from .models.thermalizer import Thermalizer
-from .stability import HARD_LIMIT, NON_FINITE, StabilityMonitor, StableBand
+from .stability import HARD_LIMIT, NON_FINITE, SOLVER_ERROR, StabilityMonitor, StableBand
 from .systems import System
 
 logger = logging.getLogger(__name__)
@@ -210,8 +210,18 @@ class RolloutEngine:
 
     def advance_truth(self) -> None:
         run = self.runs["truth"]
+        if not bool(run.active.any()):
+            return
         started = time.perf_counter()
-        self.truth_state = next(self.truth_states)
+        try:
+            self.truth_state = next(self.truth_states)
+        except (ValueError, RuntimeError) as error:
+            # The solver rejects non-finite states and time steps past its stability limit;
+            # the truth then stops where it is and the emulated runs go on.
+            logger.error("true %s run stopped at step %d: %s", self.system.name, self.step_count, error)
+            run.monitor.mark(self.step_count, run.active, f"{SOLVER_ERROR}: {error}")
+            run.active.zero_()
+            return
         field = self.system.to_emulator_grid(self.truth_state).float()
         self.check_and_store(run, field)
         self.synchronize()
@@ -223,8 +233,8 @@ class RolloutEngine:
         field = self.timed(run, self.batch, lambda: self.emulator.step(
             run.field, generator=self.generators[run.name], sigma=settings.emulator_sigma))
         field = torch.where(self.per_member(run.active, field), field, run.field)
-        # Freeze the members that the emulator made non-finite before the thermalizer sees them: a NaN
-        # field would get a meaningless level and could be denoised or stopped at the hard limit.
+        # Freeze members that the emulator made non-finite before classification, because a NaN field
+        # gets a meaningless level and could be denoised or stopped at the hard limit.
         field = self.freeze_non_finite(run, field)
 
         run.level.fill_(-1)

@@ -39,7 +39,8 @@ OUT_OF_BAND = "out of band"
 FROZEN = "frozen"
 SPECTRUM = "spectrum"
 HARD_LIMIT = "noise level above hard limit"
-EXIT_REASONS = (NON_FINITE, OUT_OF_BAND, FROZEN, SPECTRUM, HARD_LIMIT)
+SOLVER_ERROR = "solver error"
+EXIT_REASONS = (NON_FINITE, OUT_OF_BAND, FROZEN, SPECTRUM, HARD_LIMIT, SOLVER_ERROR)
 
 
 @dataclasses.dataclass(frozen=True)

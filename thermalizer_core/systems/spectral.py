@@ -55,9 +55,9 @@ def half_spectrum_weights_2d(n: int, device=None, dtype=torch.float64) -> torch.
 def fourier_resample_2d(field: torch.Tensor, m: int) -> torch.Tensor:
     """Resample real fields ``(..., n, n)`` on ``[0, 2 pi)^2`` to ``(..., m, m)`` by Fourier truncation or zero-padding.
 
-    Modes with ``|ky| < min(n, m)/2`` and ``|kx| < min(n, m)/2`` are kept with their
-    amplitudes; the Nyquist modes of the smaller grid are dropped, so the result stays
-    real and a band-limited field survives a round trip ``n -> m -> n`` exactly.
+    Modes with ``|ky| < min(n, m)/2`` and ``|kx| < min(n, m)/2`` keep their amplitudes.
+    The Nyquist modes of the smaller grid are dropped, so the result stays real, and a
+    field band-limited below ``min(n, m)/2`` survives a round trip ``n -> m -> n`` exactly.
     Sample values are preserved: a field band-limited below ``m/2`` takes the same
     values at the points that both grids share.
     """
@@ -83,8 +83,8 @@ def isotropic_shell_spectrum(mode_density: torch.Tensor, shells: int) -> torch.T
     Args:
         mode_density: ``(..., n, n//2 + 1)``, the value of each mode (for one sign of ``kx``).
             Conjugate modes are counted through :func:`half_spectrum_weights_2d`.
-        shells: number of shells. Shell ``j = 1..shells`` holds modes with
-            ``j - 1/2 <= |k| < j + 1/2``; the mean mode ``k = 0`` and modes beyond
+        shells: number of shells. Shell ``j = 1..shells`` contains the modes with
+            ``j - 1/2 <= |k| < j + 1/2``. The mean mode ``k = 0`` and the modes beyond
             ``shells + 1/2`` (the grid's corners) are not counted.
 
     Returns:
