@@ -5,6 +5,7 @@ Bad input ends the command with one line on standard error and exit code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -70,8 +71,8 @@ def resolve_device(name: str | None) -> torch.device:
 def check_writable(path: pathlib.Path, suffixes: Sequence[str] | None = None) -> None:
     """Raise UsageError unless ``path`` can be created as a file (and has one of ``suffixes``).
 
-    The check opens the file for appending, so it also holds for root and for
-    read-only file systems; a file that did not exist before is removed again.
+    The check opens the file for appending, so it is also right for root and for
+    read-only file systems. A file that did not exist before is removed again.
     """
     if suffixes is not None and path.suffix not in suffixes:
         raise UsageError(f"invalid output {path}: the file name must end in {' or '.join(suffixes)}")
@@ -135,15 +136,20 @@ def command_simulate(args: argparse.Namespace) -> None:
         state = system.initial_state(args.batch, seed=args.seed, device=device)
 
     saves = total // every
+    save_interval = every * system.params.dt
+    # One continuous run: a copy of the system whose emulator interval is the save interval
+    # yields the saved states, so a multistep solver (QG) keeps its history across saves
+    # instead of restarting at each one as repeated ``advance`` calls would.
+    saver = type(system)(dataclasses.replace(system.params, emulator_interval=save_interval))
+    run = saver.trajectory(state)
     states = [state.cpu().numpy()]
     for _ in tqdm(range(saves), desc=f"simulate {system.name}", unit="save"):
-        state = system.advance(state, args.save_every)
-        states.append(state.cpu().numpy())
+        states.append(next(run).cpu().numpy())
     array = np.stack(states, axis=1)
     if out.suffix == ".npy":
         np.save(out, array)
     else:
-        times = np.arange(saves + 1) * args.save_every
+        times = np.arange(saves + 1) * save_interval
         dataset = states_to_dataset(system, array, times, attributes={"seed": args.seed if args.initial is None else -1,
                                                                       "initial_file": args.initial or ""})
         write_netcdf(dataset, out)
@@ -176,7 +182,7 @@ def command_calibrate(args: argparse.Namespace) -> None:
     for name in ("batch", "steps", "window", "spectrum_window", "lyapunov_steps"):
         if getattr(args, name) < 1:
             raise UsageError(f"invalid --{name.replace('_', '-')} {getattr(args, name)}: expected at least 1")
-    if args.window > args.steps or args.spectrum_window > args.steps:
+    if args.data is None and (args.window > args.steps or args.spectrum_window > args.steps):
         raise UsageError(f"invalid --steps {args.steps}: expected at least --window {args.window} "
                          f"and --spectrum-window {args.spectrum_window}")
     out = pathlib.Path(args.out) if args.out else pathlib.Path(__file__).parent / "systems" / "reference" / f"{system.name}.json"

@@ -45,7 +45,11 @@ def states_to_dataset(system: System, states: np.ndarray, times: np.ndarray, nam
     """Wrap solver states ``(B, K, *state_shape)`` saved at ``times`` ``(K,)`` in a dataset."""
     coords = grid_coordinates(system, states.shape[2:])
     spatial = list(coords)
-    dims = ["batch", "time"] + (["layer"] if states.ndim - 2 > len(spatial) else []) + spatial
+    layered = states.ndim - 2 > len(spatial)
+    dims = ["batch", "time"] + (["layer"] if layered else []) + spatial
+    if layered:
+        # Layers are numbered from 1 at the top, as pyqg's ``lev`` coordinate.
+        coords = {"layer": np.arange(1, states.shape[2] + 1), **coords}
     data = xr.DataArray(states, dims=dims, coords={"time": times, **coords}, name=name)
     dataset = data.to_dataset()
     dataset.attrs.update({"system": system.name, "emulator_interval": system.emulator_interval})

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import pathlib
-import sys
 
 from safetensors.torch import save_file
 
@@ -15,18 +14,18 @@ from ..data import TrajectoryData
 from ..models.checkpoint import describe_hardware, save_checkpoint, update_manifest
 from ..systems import SYSTEM_NAMES
 from .config import load_config
-from .distributed import setup, teardown
+from .distributed import barrier, setup, teardown
 from .state import weights_of
 
 logger = logging.getLogger(__name__)
 
 
-def training_command() -> str:
-    """Return the command line that started this run, with the torchrun prefix when there was one."""
-    command = "thermalizer " + " ".join(sys.argv[1:])
+def training_command(argv: list[str]) -> str:
+    """Return the command line ``argv`` that started this run, with the torchrun prefix when there was one."""
+    command = "thermalizer " + " ".join(argv)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1:
-        command = f"torchrun --nproc_per_node={world_size} -m thermalizer_core.cli " + " ".join(sys.argv[1:])
+        command = f"torchrun --nproc_per_node={world_size} -m thermalizer_core.cli " + " ".join(argv)
     return command
 
 
@@ -61,6 +60,8 @@ def command_train(args: argparse.Namespace) -> None:
             raise UsageError(str(error)) from error
         if args.write_replica_weights:
             save_file(weights_of(model), str(out / f"replica-{info.rank}.safetensors"))
+            # Rank 0 hashes every file of the folder into the manifest: wait until all replicas are written.
+            barrier(info)
         if info.is_main:
             save_checkpoint(model, out, data.system.describe(),
                             training={"steps": record["steps"], "config": record["config"],
@@ -68,7 +69,7 @@ def command_train(args: argparse.Namespace) -> None:
                             data={"folder": str(args.data), "seeds": data.meta["seeds"],
                                   "trajectories": data.meta["trajectories"], "steps": data.meta["steps"]})
             (out / "evaluation.json").write_text(json.dumps(record["evaluation"], indent=1))
-            update_manifest(out, training_command(), record["wall_time_s"],
+            update_manifest(out, training_command(args.argv), record["wall_time_s"],
                             f"{describe_hardware()}, {info.world_size} process(es)", record["evaluation"])
             logger.info("wrote %s checkpoint to %s", args.model, out)
     finally:

@@ -73,8 +73,49 @@ THERMALIZER_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Keys that ``architecture`` may set, per model kind (the keyword arguments of the model classes).
+ARCHITECTURE_KEYS = {
+    "emulator": ("base_channels", "channel_mults", "blocks_per_level"),
+    "thermalizer": ("base_channels", "channel_mults", "blocks_per_level", "classifier_hidden"),
+}
+#: Settings that must be positive, and those that must be 0 or more.
+POSITIVE_SETTINGS = ("steps", "batch_size", "learning_rate", "checkpoint_every", "log_every", "unroll_steps",
+                     "max_minutes")
+NON_NEGATIVE_SETTINGS = ("weight_decay", "grad_clip", "input_noise", "sigma", "lambda_ce")
+
+
+def check_config(kind: str, config: EmulatorTrainingConfig | ThermalizerTrainingConfig, source: str) -> None:
+    """Raise ValueError naming the first setting of ``config`` with the wrong type or out of range."""
+    for setting in dataclasses.fields(config):
+        value = getattr(config, setting.name)
+        default = setting.default if setting.default is not dataclasses.MISSING else setting.default_factory()
+        if default is None or isinstance(default, float):
+            valid = (value is None and default is None) or (isinstance(value, (int, float)) and not isinstance(value, bool))
+            expected = "a number" + (" or null" if default is None else "")
+        elif isinstance(default, int):
+            valid, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        else:
+            valid, expected = isinstance(value, type(default)), f"a JSON {type(default).__name__}"
+        if not valid:
+            raise ValueError(f"{setting.name} = {value!r} in {source} is invalid: expected {expected}")
+        if value is None:
+            continue
+        if setting.name in POSITIVE_SETTINGS and not value > 0:
+            raise ValueError(f"{setting.name} = {value!r} in {source} is out of range: expected a positive value")
+        if setting.name in NON_NEGATIVE_SETTINGS and not value >= 0:
+            raise ValueError(f"{setting.name} = {value!r} in {source} is out of range: expected 0 or more")
+    if isinstance(config, ThermalizerTrainingConfig) and not 0 <= config.ema_decay < 1:
+        raise ValueError(f"ema_decay = {config.ema_decay!r} in {source} is out of range: use 0 <= ema_decay < 1")
+    unknown = sorted(set(config.architecture) - set(ARCHITECTURE_KEYS[kind]))
+    if unknown:
+        raise ValueError(f"unknown architecture keys {unknown} in {source}; known keys: {list(ARCHITECTURE_KEYS[kind])}")
+
+
 def load_config(kind: str, system: str, path: str | pathlib.Path | None) -> EmulatorTrainingConfig | ThermalizerTrainingConfig:
-    """Return the settings for ``kind`` on ``system``: defaults, then the JSON file at ``path``."""
+    """Return the settings for ``kind`` on ``system``: defaults, then the JSON file at ``path``.
+
+    Raises ValueError for unknown keys and for values of the wrong type or out of range.
+    """
     cls = EmulatorTrainingConfig if kind == "emulator" else ThermalizerTrainingConfig
     defaults = (EMULATOR_DEFAULTS if kind == "emulator" else THERMALIZER_DEFAULTS).get(system, {})
     values = dict(defaults)
@@ -87,4 +128,6 @@ def load_config(kind: str, system: str, path: str | pathlib.Path | None) -> Emul
         if unknown:
             raise ValueError(f"unknown keys {unknown} in training config {path}; known keys: {sorted(known)}")
         values.update(overrides)
-    return cls(**values)
+    config = cls(**values)
+    check_config(kind, config, str(path) if path is not None else f"the {system} defaults")
+    return config

@@ -20,10 +20,15 @@ logger = logging.getLogger(__name__)
 
 
 def build_emulator(data: TrajectoryData, config: EmulatorTrainingConfig) -> Emulator:
-    """Return an untrained emulator for the dataset's system, with the training split's normalization."""
+    """Return an untrained emulator for the dataset's system, with the training split's normalization.
+
+    The initial weights depend only on ``config.seed``; the global torch generator is left as it was.
+    """
     system = data.system
-    return Emulator(channels=system.field_shape[0], dims=system.spatial_dims, sigma=config.sigma,
-                    mean=data.mean, std=data.std, **config.architecture)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return Emulator(channels=system.field_shape[0], dims=system.spatial_dims, sigma=config.sigma,
+                        mean=data.mean, std=data.std, **config.architecture)
 
 
 def unrolled_loss(model: torch.nn.Module, windows: torch.Tensor, config: EmulatorTrainingConfig,

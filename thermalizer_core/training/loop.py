@@ -38,14 +38,30 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 class MetricsLog:
-    """Appends rows of metrics to ``metrics.csv``; the header is the keys of the first row."""
+    """Appends rows of metrics to ``metrics.csv``; the header is the keys of the first row.
 
-    def __init__(self, path: pathlib.Path):
+    A run that starts at ``start_step`` keeps only the existing rows up to that
+    step: a fresh run (0) starts a new file, and a resumed run drops the rows
+    logged after its last saved state, which it is about to repeat.
+    """
+
+    def __init__(self, path: pathlib.Path, start_step: int = 0):
         self.path = path
         self.fields: list[str] | None = None
-        if path.is_file():
-            with path.open() as handle:
-                self.fields = next(csv.reader(handle), None)
+        if not path.is_file():
+            return
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            fields = reader.fieldnames
+            kept = [row for row in reader if int(row["step"]) <= start_step] if fields else []
+        if not kept:
+            path.unlink()
+            return
+        self.fields = list(fields)
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.fields)
+            writer.writeheader()
+            writer.writerows(kept)
 
     def append(self, row: dict[str, float]) -> None:
         new_file = self.fields is None
@@ -77,12 +93,13 @@ def train(model: torch.nn.Module, loss_fn: LossFunction, info: ProcessInfo, run_
     """
     ema = copy.deepcopy(model).requires_grad_(False) if ema_decay is not None else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    run_dir.mkdir(parents=True, exist_ok=True)
     resume_dir = run_dir / "resume"
     start, elapsed = (load_training_state(resume_dir, model, optimizer, ema) if resume else (0, 0.0))
     if resume:
         logger.info("resuming %s from step %d (%.0f s trained)", description, start, elapsed)
     wrapped = DistributedDataParallel(model) if info.distributed else model
-    metrics = MetricsLog(run_dir / "metrics.csv") if info.is_main else None
+    metrics = MetricsLog(run_dir / "metrics.csv", start) if info.is_main else None
     started = time.perf_counter() - elapsed
     bar = tqdm(total=steps, initial=start, desc=description, unit="step", disable=not info.is_main)
     step = start

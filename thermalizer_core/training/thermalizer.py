@@ -36,9 +36,12 @@ def sample_snapshots(array: np.ndarray, count: int, rng: np.random.Generator) ->
 
 
 def build_thermalizer(data: TrajectoryData, config: ThermalizerTrainingConfig) -> Thermalizer:
+    """Return an untrained thermalizer whose initial weights depend only on ``config.seed``."""
     system = data.system
-    return Thermalizer(channels=system.field_shape[0], dims=system.spatial_dims, mean=data.mean, std=data.std,
-                       **config.architecture)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return Thermalizer(channels=system.field_shape[0], dims=system.spatial_dims, mean=data.mean, std=data.std,
+                           **config.architecture)
 
 
 def diffusion_loss(wrapped: torch.nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
