@@ -21,6 +21,12 @@ class RingBuffer:
     def __len__(self) -> int:
         return min(self.total, self.capacity)
 
+    def latest(self) -> np.ndarray:
+        """Return a copy of the newest row; raise IndexError when the buffer is empty."""
+        if self.total == 0:
+            raise IndexError("the ring buffer is empty")
+        return self.data[(self.total - 1) % self.capacity].copy()
+
     def values(self) -> np.ndarray:
         """Return a copy of the stored rows, oldest first, shape ``(len(self), *row_shape)``."""
         if self.total <= self.capacity:

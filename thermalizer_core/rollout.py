@@ -48,7 +48,7 @@ class RolloutRecord:
         for name, run in engine.runs.items():
             rows = self.series.setdefault(name, {})
             for record in ("measure", "level", "denoising_steps", "mse", "correlation"):
-                rows.setdefault(record, []).append(run.history[record].values()[-1])
+                rows.setdefault(record, []).append(run.history[record].latest())
             self.fields.setdefault(name, []).append(run.field.float().cpu().numpy())
 
 
@@ -105,6 +105,10 @@ def write_outputs(engine: RolloutEngine, record: RolloutRecord, pair: ModelPair,
     summary = engine.summary()
     summary["settings"] = {**summary["settings"], "seed": engine.seed, "device": str(engine.device),
                            "checkpoints": checkpoint_settings(pair), "save_every": record.save_every}
+    thermalized = summary["runs"].get("thermalized")
+    if thermalized is not None:
+        summary["thermalized_fraction"] = thermalized["thermalized_fraction"]
+        summary["mean_denoising_steps"] = thermalized["mean_denoising_steps"]
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     plot_measure(engine, record, out / "measure.png")
     plot_spectra(engine, record, out / "spectra.png")

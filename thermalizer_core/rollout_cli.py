@@ -19,32 +19,37 @@ logger = logging.getLogger(__name__)
 def command_rollout(args: argparse.Namespace) -> None:
     from .rollout import run_rollout, write_outputs
 
-    if args.steps < 1:
-        raise UsageError(f"invalid --steps {args.steps}: expected at least 1")
-    if args.batch < 1:
-        raise UsageError(f"invalid --batch {args.batch}: expected at least 1")
-    out = pathlib.Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create output folder {out}: {error.strerror}") from error
-    check_writable(out / "summary.json")
+    for option in ("steps", "batch", "history"):
+        value = getattr(args, option)
+        if value < 1:
+            raise UsageError(f"invalid --{option} {value}: expected at least 1")
+    if args.save_every is not None and args.save_every < 1:
+        raise UsageError(f"invalid --save-every {args.save_every}: expected at least 1")
     device = resolve_device(args.device)
     try:
         pair = load_pair(args.pair or args.system, args.checkpoint, device=device)
     except CheckpointError as error:
         raise UsageError(f"cannot load the {args.system} models: {error}") from error
     if pair.system.name != args.system:
-        raise UsageError(f"pair {args.pair!r} was trained for {pair.system.name}, not {args.system}")
+        raise UsageError(f"pair {pair.name!r} was trained for {pair.system.name}, not {args.system}; "
+                         f"pass --system {pair.system.name}")
     settings = ThermalizerSettings(s_init=args.s_init, s_stop=args.s_stop, forward_diffuse=args.forward_diffuse,
                                    hard_limit=args.hard_limit, emulator_sigma=args.sigma,
                                    classify_every=args.classify_every)
-    runs = ("emulator", "thermalized") if args.no_truth else ("truth", "emulator", "thermalized")
     try:
-        engine = RolloutEngine(pair.system, pair.emulator, pair.thermalizer, batch=args.batch, seed=args.seed,
-                               device=device, runs=runs, settings=settings, history=args.history)
+        settings.validate(pair.thermalizer.T)
     except InvalidSettingsError as error:
         raise UsageError(str(error)) from error
+    # The output folder is created only after every input has been checked.
+    out = pathlib.Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create output folder {out}: {error.strerror}") from error
+    check_writable(out / "summary.json")
+    runs = ("emulator", "thermalized") if args.no_truth else ("truth", "emulator", "thermalized")
+    engine = RolloutEngine(pair.system, pair.emulator, pair.thermalizer, batch=args.batch, seed=args.seed,
+                           device=device, runs=runs, settings=settings, history=args.history)
     save_every = args.save_every or max(1, args.steps // 100)
     record = run_rollout(engine, args.steps, save_every)
     summary = write_outputs(engine, record, pair, out)
