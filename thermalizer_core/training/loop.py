@@ -28,6 +28,15 @@ logger = logging.getLogger(__name__)
 LossFunction = Callable[[torch.nn.Module, np.random.Generator, int], tuple[torch.Tensor, dict[str, float]]]
 
 
+def warmed_up_decay(decay: float, step: int) -> float:
+    """Return the EMA decay used after optimizer step ``step``: ``min(decay, (1 + step) / (10 + step))``.
+
+    Without the warm-up, a decay of 0.999 keeps the average close to the random
+    initial weights for the first few thousand steps, which is most of a short run.
+    """
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """Set every parameter of ``ema`` to ``decay * ema + (1 - decay) * model``; buffers are copied."""
     with torch.no_grad():
@@ -115,7 +124,7 @@ def train(model: torch.nn.Module, loss_fn: LossFunction, info: ProcessInfo, run_
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         if ema is not None:
-            update_ema(ema, model, ema_decay)
+            update_ema(ema, model, warmed_up_decay(ema_decay, step))
         step += 1
         bar.update(1)
         if info.is_main and (step % log_every == 0 or step == steps):
