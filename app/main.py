@@ -1,0 +1,58 @@
+"""Entry point of the dashboard: ``panel serve app/main.py [--args --models DIR]``.
+
+Each browser session runs this script again and gets its own state, worker
+thread and engine; loaded weights are shared between sessions. ``--models DIR``
+adds the valid emulator/thermalizer pairs found in ``DIR`` to each system's
+model menu and lists the rejected ones. The page loads every script, style and
+font from the Panel server itself, so it works without internet access.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import panel as pn
+from bokeh.settings import settings as bokeh_settings
+
+from app.layout import RENDER_PERIOD_MS, Dashboard
+from app.state import DashboardState
+
+logger = logging.getLogger("app")
+
+
+def parse_server_arguments(argv: list[str]) -> argparse.Namespace:
+    """Parse the arguments given to ``panel serve`` after ``--args``."""
+    parser = argparse.ArgumentParser(prog="panel serve app/main.py --args",
+                                     description="Thermalizer dashboard options.")
+    parser.add_argument("--models", metavar="DIR", default=None,
+                        help="folder of extra <name>-emulator/<name>-thermalizer checkpoint pairs to offer")
+    return parser.parse_args(argv)
+
+
+def create_dashboard(models_folder: str | None = None) -> Dashboard:
+    """Build one session's dashboard and tie its worker and render callback to the session's lifetime."""
+    state = DashboardState(models_folder=models_folder)
+    dashboard = Dashboard(state)
+    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        pn.state.add_periodic_callback(dashboard.refresh, period=RENDER_PERIOD_MS)
+        # Do not wait for the worker's current step: this callback runs on the server's event loop.
+        pn.state.on_session_destroyed(lambda session_context: state.close(timeout=0))
+    return dashboard
+
+
+def configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# Serve Bokeh's and Panel's scripts and styles from this server, never from a CDN: ``panel serve`` does
+# that by default, but ``pn.serve`` (as in the tests) otherwise links cdn.holoviz.org. The bootstrap
+# design takes no web font, unlike FastListTemplate's theme (fonts.googleapis.com in Panel 1.9).
+bokeh_settings.resources.set_value("server")
+pn.extension(design="bootstrap", notifications=False)
+
+if __name__.startswith("bokeh_app"):
+    configure_logging()
+    arguments = parse_server_arguments(sys.argv[1:])
+    create_dashboard(arguments.models).servable(title="Thermalizer dashboard")
