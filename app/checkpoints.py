@@ -2,10 +2,9 @@
 
 A choice is either the shipped pair of a system (``checkpoints/<system>-*``)
 or a pair found in the folder given with ``--models DIR`` at server start.
-Loaded weights are shared read-only between sessions through ``pn.cache``;
-the cache key includes the modification times of the checkpoint files, so a
-pair that is trained (or retrained) while the server runs is picked up on the
-next load.
+Loaded weights are shared read-only between sessions through ``pn.cache``.
+The cache key includes the modification times of the checkpoint files, so the
+next load picks up a pair that was trained (or retrained) while the server runs.
 """
 from __future__ import annotations
 
@@ -79,14 +78,23 @@ def _load_pair_cached(name: str, folder: str, device: str, stamp: tuple[int, ...
     return load_pair(name, folder, device)
 
 
+def choice_folder(choice: ModelChoice) -> pathlib.Path:
+    return SHIPPED_CHECKPOINTS if choice.folder is None else pathlib.Path(choice.folder)
+
+
+def choice_stamp(choice: ModelChoice) -> tuple[int, ...]:
+    """Return :func:`checkpoint_stamp` of the pair of ``choice``; it changes when a checkpoint is written."""
+    return checkpoint_stamp(choice_folder(choice), choice.name)
+
+
 def load_models(choice: ModelChoice, device: torch.device) -> ModelPair:
     """Load (or reuse) the pair of ``choice`` on ``device``; raises CheckpointError when it is missing or invalid.
 
     The returned models are shared with other sessions: use them for inference only.
     """
-    folder = SHIPPED_CHECKPOINTS if choice.folder is None else pathlib.Path(choice.folder)
+    folder = choice_folder(choice)
     stamp = checkpoint_stamp(folder, choice.name)
-    # One load at a time, so two sessions asking for the same pair do not both read it.
+    # One load at a time, so two sessions requesting the same pair do not both read it.
     with _load_lock:
         return _load_pair_cached(choice.name, str(folder), str(device), stamp)
 

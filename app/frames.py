@@ -1,6 +1,6 @@
 """Snapshots that a session's worker thread publishes and its views render.
 
-A :class:`Frame` holds NumPy copies only, so the event loop can read it while
+A :class:`Frame` contains NumPy copies only, so the event loop can read it while
 the worker goes on stepping. :class:`EngineInfo` is the part that stays fixed
 for one engine (system, grid, reference statistics, checkpoints), built once
 per engine and shared by all its frames.
@@ -25,14 +25,14 @@ RUN_LABELS = {"truth": "Truth (solver)", "emulator": "Emulator only", "thermaliz
 
 @dataclasses.dataclass(frozen=True)
 class EngineInfo:
-    """What stays fixed for one engine: the system, its grid, references and the loaded checkpoints."""
+    """Fixed facts of one engine: the system, its grid, references and the loaded checkpoints."""
 
     generation: int
     system: str
     measure_name: str
     channels: tuple[str, ...]
     field_shape: tuple[int, ...]
-    #: Domain length per spatial dimension, in ``length_unit``.
+    #: Domain length per spatial dimension in ``length_unit``, in the fields' axis order: y, x in 2D.
     extent: tuple[float, ...]
     length_unit: str
     #: Wavenumbers of the spectra in ``1/length_unit`` (QG's 1/m are converted to 1/km).
@@ -81,8 +81,9 @@ def domain_extent(system: Any) -> tuple[tuple[float, ...], str]:
     if system.name == "ks":
         return (float(params.L),), "length"
     if system.name == "qg":
-        # NOTE: pyqg's W (the y length) defaults to L; the axes use L for both directions.
-        return (float(params.L) / 1e3, float(params.L) / 1e3), "km"
+        # Fields are indexed [layer, y, x]; W = 0 means a square domain, as pyqg's W=None does.
+        width = params.W if params.W > 0 else params.L
+        return (float(width) / 1e3, float(params.L) / 1e3), "km"
     dims = len(system.field_shape) - 1
     return tuple(2 * math.pi for _ in range(dims)), "length"
 
@@ -158,7 +159,7 @@ def capture(engine: RolloutEngine, info: EngineInfo, sequence: int, run_id: int,
 
 
 def describe_exit(exit_step: int | None, reason: str | None) -> str:
-    """Return how a trajectory stands, e.g. "stable" or "left the stable band at step 34 (out of band)"."""
+    """Return a trajectory's stability, e.g. "stable" or "left the stable band at step 34 (out of band)"."""
     if exit_step is None:
         return "stable"
     if reason == NON_FINITE:

@@ -16,10 +16,10 @@ from thermalizer_core.systems import system_class
 
 from .checkpoints import SHIPPED_LABEL, SYSTEM_LABELS
 from .frames import RUN_LABELS, Frame, describe_exit
-from .views.style import RUN_COLORS
 from .state import DashboardState
 from .text import student_note
 from .views import FieldsView, SpectrumView, TimeSeriesView
+from .views.style import RUN_COLORS
 from .worker import SPACE_TIME_ROWS, Problem, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -226,8 +226,8 @@ def problem_text(system: str, kind: str, message: str) -> str:
     label = SYSTEM_LABELS.get(system, system)
     if kind == "missing":
         return (f"**No usable checkpoints for {label}.** The emulator/thermalizer pair is missing or was "
-                f"rejected: {html.escape(message)}. The pair is used as soon as it exists; pick another system "
-                "meanwhile.")
+                f"rejected: {html.escape(message)}. The dashboard loads the pair as soon as its files change, "
+                "so this page picks it up when its training finishes. Meanwhile, pick another system.")
     return f"**{label}:** {html.escape(message)}"
 
 

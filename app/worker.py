@@ -6,7 +6,7 @@ commands between two steps, runs every engine call through the shared
 :class:`~app.compute.ComputePool`, and publishes a frame after every
 ``steps_per_frame`` steps. A frame is published at most every
 ``frame_period_s``, which caps the speed at ``steps_per_frame / frame_period_s``
-steps per second; how often the browser renders never changes that rate.
+steps per second. How often the browser renders never changes that rate.
 Threshold changes go straight to the engine and apply from its next step.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from thermalizer_core.engine import InvalidSettingsError, RolloutEngine, Thermal
 from thermalizer_core.history import RingBuffer
 from thermalizer_core.models.checkpoint import CheckpointError
 
-from .checkpoints import ModelChoice, load_models, public_message
+from .checkpoints import ModelChoice, choice_stamp, load_models, public_message
 from .compute import ComputePool, PoolClosedError, describe_device, shared_pool
 from .frames import EngineInfo, Frame, build_info, capture
 
@@ -122,6 +122,8 @@ class RolloutWorker:
         self.info: EngineInfo | None = None
         self._space_time: dict[str, RingBuffer] | None = None
         self._space_time_steps: RingBuffer | None = None
+        #: The request whose pair was missing or rejected, its generation and the pair's file stamp then.
+        self._missing: tuple[EngineRequest, int, tuple[int, ...]] | None = None
         self._thread = threading.Thread(target=self._loop, name=f"rollout-{name}", daemon=True)
 
     # -- control, from any thread ---------------------------------------------------
@@ -215,6 +217,7 @@ class RolloutWorker:
                 if self.engine is not None and (self._running or self._steps_requested > 0):
                     self._advance()
                 else:
+                    self._retry_missing_pair()
                     self._wake.wait(0.5)
                     self._wake.clear()
             except PoolClosedError:
@@ -267,6 +270,7 @@ class RolloutWorker:
     def _build(self, request: EngineRequest, generation: int) -> None:
         if generation != self._requested_generation:
             return  # a newer request is queued
+        self._missing = None
         self.engine = None
         self.info = None
         with self._frame_lock:
@@ -277,6 +281,7 @@ class RolloutWorker:
         except CheckpointError as error:
             logger.warning("worker %s: no usable pair for %s: %s", self._thread.name, request.choice, error)
             self._set_problem("missing", public_message(str(error)), generation)
+            self._missing = (request, generation, choice_stamp(request.choice))
             return
 
         def build() -> RolloutEngine:
@@ -301,6 +306,18 @@ class RolloutWorker:
         logger.info("worker %s: built engine %d for %s (batch %d, seed %d)", self._thread.name, generation,
                     request.choice, request.batch, request.seed)
         self._publish()
+
+    def _retry_missing_pair(self) -> None:
+        """Build the engine again once the missing pair's files change, e.g. when its training finishes."""
+        if self._missing is None:
+            return
+        request, generation, stamp = self._missing
+        if generation != self._requested_generation:
+            self._missing = None
+        elif choice_stamp(request.choice) != stamp:
+            logger.info("worker %s: checkpoint files of %s changed, loading again", self._thread.name,
+                        request.choice)
+            self._build(request, generation)
 
     def _reset(self, seed: int) -> None:
         if self.engine is None:

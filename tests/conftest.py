@@ -39,6 +39,12 @@ def save_tiny_pair(folder, system_name: str, name: str | None = None, sigma: flo
     save_checkpoint(thermalizer, folder / f"{name}-thermalizer", description, {"note": "untrained, for tests"}, {})
 
 
+@pytest.fixture
+def tiny_pair_writer():
+    """Return :func:`save_tiny_pair`, for tests that write a pair while the app runs."""
+    return save_tiny_pair
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """A models folder with tiny KS and QG pairs, a stochastic tiny KS pair and an incomplete pair."""

@@ -200,6 +200,22 @@ def test_missing_pair_reports_problem(tiny_models):
     assert snapshot.frame is None
 
 
+def test_missing_pair_loads_when_it_appears(tmp_path, tiny_pair_writer):
+    worker = RolloutWorker(name="late")
+    worker.start()
+    try:
+        worker.configure(EngineRequest(ModelChoice("ks", "late", str(tmp_path)), 1, 0))
+        missing = worker.wait_for(lambda s: s.problem is not None, BUILD_TIMEOUT)
+        tiny_pair_writer(tmp_path, "ks", name="late")
+        loaded = worker.wait_for(lambda s: s.frame is not None, BUILD_TIMEOUT)
+    finally:
+        assert worker.stop()
+
+    assert missing.problem.kind == "missing"
+    assert loaded.problem is None
+    assert loaded.frame.info.choice.name == "late"
+
+
 def shipped_pair_exists(system):
     return -1 not in checkpoint_stamp(SHIPPED_CHECKPOINTS, system)
 

@@ -1,12 +1,15 @@
 """Time series of the shown trajectory over the engine's bounded history.
 
-Five plots share one ColumnDataSource and one step axis. They show the measure
-(energy for KS, enstrophy in 2D) with the stable band's bounds, the MSE and
-correlation to the truth with the Lyapunov time marked, the predicted noise
-level ``s`` with ``s_init`` and ``s_stop``, and the denoising steps per step
-(the "ticker tape").
+Five plots share one ColumnDataSource and one step axis:
+
+- the measure (energy for KS, enstrophy in 2D) with the stable band's bounds;
+- the MSE to the truth, with the Lyapunov time marked;
+- the correlation with the truth, with the Lyapunov time marked;
+- the predicted noise level ``s`` with ``s_init`` and ``s_stop``;
+- the denoising steps per step (the "ticker tape").
+
 New rows are streamed with a rollover of the history length, so the browser
-holds as many rows as the engine.
+keeps as many rows as the engine.
 """
 from __future__ import annotations
 
@@ -99,6 +102,7 @@ class TimeSeriesView:
         plot = new_figure(title=title, x_range=self.x_range, x_axis_label="step", y_axis_label=label, **PLOT_SIZE,
                           **options)
         self.add_lines(plot, prefix, EMULATED_RUNS)
+        plot.yaxis.ticker.desired_num_ticks = 4
         lyapunov = self.info.lyapunov_time_steps
         if lyapunov is not None:
             plot.add_layout(Span(location=lyapunov, dimension="height", line_color=BAND_COLOR, line_dash="dotted",

@@ -33,6 +33,8 @@ class SpectrumView:
         self.figure = new_figure(title="Energy spectrum", frame_width=250, frame_height=160, x_axis_type="log",
                                  y_axis_type="log", x_axis_label=f"wavenumber k (1/{info.length_unit})",
                                  y_axis_label="E(k)", y_range=Range1d(1e-6, 1.0))
+        # Few ticks: within one decade a log axis labels every integer, and the labels collide.
+        self.figure.xaxis.ticker.desired_num_ticks = 4
         self.add_reference()
         self.sources = {}
         for name in info.runs:
