@@ -1,4 +1,4 @@
-"""Which emulator/thermalizer pairs a session can choose, and loading them once per server process.
+"""Emulator/thermalizer pairs that a session can choose, and loading each once per server process.
 
 A choice is either the shipped pair of a system (``checkpoints/<system>-*``)
 or a pair found in the folder given with ``--models DIR`` at server start.

@@ -81,7 +81,7 @@ def domain_extent(system: Any) -> tuple[tuple[float, ...], str]:
     if system.name == "ks":
         return (float(params.L),), "length"
     if system.name == "qg":
-        # Fields are indexed [layer, y, x]; W = 0 means a square domain, as pyqg's W=None does.
+        # Fields are indexed [layer, y, x]. W = 0 means a square domain, as W=None does in pyqg.
         width = params.W if params.W > 0 else params.L
         return (float(width) / 1e3, float(params.L) / 1e3), "km"
     dims = len(system.field_shape) - 1
