@@ -10,9 +10,6 @@ The script checks that the outputs agree and prints a Markdown table. Example::
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import sys
 import time
 
@@ -20,7 +17,8 @@ import torch
 
 from thermalizer_core.models import ddpm
 from thermalizer_core.models.catalog import load_pair
-from thermalizer_core.models.checkpoint import describe_hardware
+
+from benchmark_environment import environment_line
 
 #: Largest difference accepted between the two paths, in normalized units (fields of unit variance).
 #: The batched path runs convolutions on sub-batches and the loop on single members, and convolution
@@ -40,12 +38,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the fields, levels and noise")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     return parser.parse_args(argv)
-
-
-def environment_line(device: str) -> str:
-    return (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {describe_hardware()} on "
-            f"{device}; {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
 
 def noised_fields(pair, batch: int, args) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,9 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import datetime
-import os
-import platform
 import statistics
 import sys
 import time
@@ -34,7 +31,8 @@ import torch
 
 from thermalizer_core.engine import RolloutEngine, ThermalizerSettings
 from thermalizer_core.models.catalog import load_pair
-from thermalizer_core.models.checkpoint import describe_hardware
+
+from benchmark_environment import environment_line
 
 #: Steps each engine advances before it is handed to the next one in part (b).
 CHUNK_STEPS = 10
@@ -57,12 +55,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial states and the noise")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     return parser.parse_args(argv)
-
-
-def environment_line(device: str) -> str:
-    return (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {describe_hardware()} on "
-            f"{device}; {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
 
 def exit_counts(engine: RolloutEngine, name: str) -> str:

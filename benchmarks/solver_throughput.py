@@ -13,16 +13,14 @@ warm-up. Prints a Markdown table. Example::
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import sys
 import time
 
 import torch
 
-from thermalizer_core.models.checkpoint import describe_hardware
 from thermalizer_core.systems import SYSTEM_NAMES, get_system
+
+from benchmark_environment import environment_line
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,12 +33,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial state")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     return parser.parse_args(argv)
-
-
-def environment_line(device: str) -> str:
-    return (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {describe_hardware()} on "
-            f"{device}; {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
 
 def synchronize(device: torch.device) -> None:

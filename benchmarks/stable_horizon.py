@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import datetime
-import os
-import platform
 import statistics
 import sys
 import time
 
 from thermalizer_core.engine import RolloutEngine, ThermalizerSettings
 from thermalizer_core.models.catalog import load_pair
-from thermalizer_core.models.checkpoint import describe_hardware
 from thermalizer_core.stability import EXIT_REASONS
+
+from benchmark_environment import environment_line
 
 #: Steps between checks whether every trajectory has exited.
 CHUNK_STEPS = 100
@@ -56,12 +54,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1000, help="seed of the initial conditions and the noise")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     return parser.parse_args(argv)
-
-
-def environment_line(device: str) -> str:
-    return (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; {describe_hardware()} on "
-            f"{device}; {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
 
 def run_to_horizon(engine: RolloutEngine, name: str, steps: int, label: str) -> float:
