@@ -32,8 +32,8 @@ def lyapunov_exponent(system: System, state: torch.Tensor, steps: int, epsilon: 
                       progress: bool = True) -> float:
     """Estimate the largest Lyapunov exponent (per time unit) from twin trajectories.
 
-    Each member of ``state`` gets a twin displaced by ``epsilon`` times its norm;
-    after every emulator interval the separation is measured and rescaled back
+    Each member of ``state`` gets a twin displaced by ``epsilon`` times its norm.
+    After every emulator interval the separation is measured and rescaled back
     to that size (Benettin's method). Returns the batch mean of the growth rate.
     """
     generator = torch.Generator().manual_seed(12345)

@@ -1,6 +1,6 @@
 """Training data: true trajectories on the emulator grid, stored as memory-mapped ``.npy`` files.
 
-A dataset folder holds ``train.npy``, ``valid.npy`` and ``test.npy``, each of
+A dataset folder contains ``train.npy``, ``valid.npy`` and ``test.npy``, each of
 shape ``(N, T + 1, C, *grid)`` in float32 (trajectory, emulator step, channel,
 grid), and ``meta.json`` with the system, its parameters, the emulator interval,
 the seeds of every split and the per-channel normalization of the training split.

@@ -2,7 +2,7 @@
 
 Fields have shape ``(B, C, *grid)`` on the emulator grid. System-specific
 quantities (energy or enstrophy, energy spectrum) come from the system object,
-so every caller computes them the same way; this module adds the comparisons
+so every caller computes them the same way. This module adds the comparisons
 between runs.
 """
 from __future__ import annotations

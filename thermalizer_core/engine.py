@@ -17,8 +17,8 @@ device:
 Both emulator runs draw their emulator noise from generators with the same
 seed, so with ``s_init`` above every level the thermalized run equals the
 emulator run exactly. A trajectory that turns non-finite is frozen at its last
-finite state; one whose level exceeds ``hard_limit`` is stopped where it is;
-both are marked with the step and reason, and the rest of the batch goes on.
+finite state. One whose level exceeds ``hard_limit`` is stopped where it is.
+Both are marked with the step and reason, and the rest of the batch goes on.
 Per-step records live in ring buffers of ``history`` rows.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ class ThermalizerSettings:
 
     #: Denoise a trajectory when its predicted level exceeds this.
     s_init: int = 10
-    #: Level where denoising stops (0 removes all the noise the model sees).
+    #: Level where denoising stops (0 denoises down to the lowest level of the schedule).
     s_stop: int = 4
     #: Noise a treated trajectory to its predicted level before denoising it.
     forward_diffuse: bool = False
@@ -114,9 +114,9 @@ class Run:
 class RolloutEngine:
     """Advances truth, emulator-only and thermalized runs of one batch in lockstep.
 
-    ``system`` gives the truth and the diagnostics; ``emulator`` and
-    ``thermalizer`` are the loaded models (the thermalizer may be None: then
-    there is no thermalized run and no level is predicted). ``runs`` selects
+    ``system`` gives the truth and the diagnostics. ``emulator`` and
+    ``thermalizer`` are the loaded models. The thermalizer may be None, and then
+    there is no thermalized run and no level is predicted. ``runs`` selects
     which of :data:`RUNS` to advance. Everything runs on ``device`` (default:
     CUDA when present). The same ``seed`` gives the same run on the same device.
     """

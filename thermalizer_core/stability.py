@@ -2,7 +2,7 @@
 
 This is the one definition that the engine, the benchmarks, the CLI and the
 dashboard use. A trajectory leaves the *stable band* at the first step where
-any of these holds (checked in this order):
+any of these is true (checked in this order):
 
 ``non-finite``
     a value of the field, or its measure, is NaN or infinite;

@@ -154,7 +154,7 @@ class System(abc.ABC):
         """Return the stored statistics of long true runs for the default parameters, or None.
 
         The file ``systems/reference/<name>.json`` is written by
-        ``thermalizer calibrate``; it holds the stable-band thresholds and the
+        ``thermalizer calibrate``; it contains the stable-band thresholds and the
         time-mean spectrum. Statistics for non-default parameters are not
         stored, so None is returned for them.
         """

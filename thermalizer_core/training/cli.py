@@ -38,7 +38,7 @@ def command_train(args: argparse.Namespace) -> None:
     except FileNotFoundError as error:
         raise UsageError(str(error)) from error
     if data.meta["system"] != args.system:
-        raise UsageError(f"dataset {args.data} holds system {data.meta['system']!r}, not {args.system!r}")
+        raise UsageError(f"dataset {args.data} contains system {data.meta['system']!r}, not {args.system!r}")
     try:
         config = load_config(args.model, args.system, args.config)
     except (ValueError, TypeError, FileNotFoundError) as error:
@@ -49,7 +49,7 @@ def command_train(args: argparse.Namespace) -> None:
     except OSError as error:
         raise UsageError(f"cannot create output folder {out}: {error.strerror}") from error
     if args.resume and not (out / "resume" / "state.json").is_file():
-        raise UsageError(f"--resume given but {out / 'resume'} holds no training state; run without --resume")
+        raise UsageError(f"--resume given but {out / 'resume'} contains no training state; run without --resume")
 
     info = setup(resolve_device(args.device))
     try:

@@ -28,7 +28,7 @@ class EmulatorTrainingConfig:
     architecture: dict[str, Any] = dataclasses.field(default_factory=dict)
     checkpoint_every: int = 250
     log_every: int = 25
-    #: Stop after this many minutes of wall time, whatever ``steps`` says (None = no limit).
+    #: Stop after this many minutes of wall time, even before ``steps`` is reached (None = no limit).
     max_minutes: float | None = None
     seed: int = 0
 

@@ -1,7 +1,7 @@
 """The optimization loop shared by emulator and thermalizer training.
 
 It draws each batch from a generator seeded by ``(seed, rank, step)``, so a
-resumed run sees the same batches as an uninterrupted one. Only rank 0 writes
+resumed run gets the same batches as an uninterrupted one. Only rank 0 writes
 metrics, progress and checkpoints.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ class MetricsLog:
 
 
 def out_of_time(info: ProcessInfo, started: float, max_minutes: float) -> bool:
-    """Return whether rank 0 has passed the wall-time limit; every rank gets rank 0's answer."""
+    """Return whether rank 0 has passed the wall-time limit; every rank receives rank 0's result."""
     late = torch.tensor([time.perf_counter() - started > 60.0 * max_minutes], dtype=torch.int32, device=info.device)
     if info.distributed:
         dist.broadcast(late, src=0)

@@ -1,6 +1,6 @@
 """Resumable training state: model, EMA and optimizer tensors in safetensors, the rest in JSON.
 
-A run folder ``OUT`` holds ``OUT/resume/`` with ``model.safetensors``,
+A run folder ``OUT`` contains ``OUT/resume/`` with ``model.safetensors``,
 ``optimizer.safetensors``, optional ``ema.safetensors`` and ``state.json``
 (step, elapsed wall time, optimizer hyperparameters). Nothing is pickled.
 """
