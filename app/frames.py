@@ -19,8 +19,11 @@ from thermalizer_core.stability import HARD_LIMIT, NON_FINITE
 
 from .checkpoints import ModelChoice
 
+#: Names of the thermalized variants that the page can add for comparison, in order.
+VARIANT_NAMES = ("variant A", "variant B", "variant C")
 #: Run labels as the page shows them.
-RUN_LABELS = {"truth": "Truth (solver)", "emulator": "Emulator only", "thermalized": "Thermalized"}
+RUN_LABELS = {"truth": "Truth (solver)", "emulator": "Emulator only", "thermalized": "Thermalized",
+              **{name: f"Thermalized, {name}" for name in VARIANT_NAMES}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +76,10 @@ class Frame:
     exits: dict[str, list[tuple[int | None, str | None]]]
     #: KS only: per run, the recorded steps ``(R,)`` and fields ``(R, B, n)``, oldest first.
     space_time: dict[str, tuple[np.ndarray, np.ndarray]] | None
+    #: Settings of every thermalized run (the main one and the variants).
+    run_settings: dict[str, ThermalizerSettings] = dataclasses.field(default_factory=dict)
+    #: Noise added by hand since the run started, oldest first (``app.worker.Perturbation`` items).
+    perturbations: tuple = ()
 
 
 def domain_extent(system: Any) -> tuple[tuple[float, ...], str]:
@@ -135,7 +142,7 @@ def build_info(engine: RolloutEngine, generation: int, choice: ModelChoice, devi
 
 def capture(engine: RolloutEngine, info: EngineInfo, sequence: int, run_id: int, steps_per_second: float,
             running: bool, space_time: dict[str, RingBuffer] | None,
-            space_time_steps: RingBuffer | None) -> Frame:
+            space_time_steps: RingBuffer | None, perturbations: tuple = ()) -> Frame:
     """Copy the engine's current fields, spectra, histories and exits into a Frame."""
     names = engine.run_names
     recorded = None
@@ -155,7 +162,18 @@ def capture(engine: RolloutEngine, info: EngineInfo, sequence: int, run_id: int,
         history={name: engine.history(name) for name in names},
         exits={name: engine.exits(name) for name in names},
         space_time=recorded,
+        run_settings={name: engine.run_settings(name) for name in engine.thermalized_names},
+        perturbations=perturbations,
     )
+
+
+def run_label(name: str, run_settings: dict[str, ThermalizerSettings] | None = None) -> str:
+    """Return the page label of run ``name``; a variant's label names its thresholds."""
+    label = RUN_LABELS.get(name, name)
+    settings = (run_settings or {}).get(name)
+    if name in VARIANT_NAMES and settings is not None:
+        label += f" (s_init {settings.s_init}, s_stop {settings.s_stop})"
+    return label
 
 
 def describe_exit(exit_step: int | None, reason: str | None) -> str:

@@ -6,19 +6,26 @@ sources, and does nothing when no new frame has arrived since the last call.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import html
+import io
 import logging
 import math
+from typing import Callable
 
 import panel as pn
 
 from thermalizer_core.systems import system_class
 
+from . import analysis
 from .checkpoints import SHIPPED_LABEL, SYSTEM_LABELS
-from .frames import RUN_LABELS, Frame, describe_exit
+from .frames import Frame, describe_exit, run_label
 from .state import DashboardState
 from .text import student_note
 from .views import FieldsView, SpectrumView, TimeSeriesView
+from .views.classifier import ClassifierView
+from .views.statistics import StatisticsView
 from .views.style import RUN_COLORS
 from .worker import SPACE_TIME_ROWS, Problem, Snapshot
 
@@ -42,6 +49,16 @@ class Dashboard(pn.viewable.Viewer):
         self.loading = pn.pane.Alert("", alert_type="info", visible=False, sizing_mode="stretch_width",
                                      css_classes=["loading-message"])
         self.plots = pn.Column(sizing_mode="stretch_width")
+        self.classifier_panel = pn.Column(sizing_mode="stretch_width")
+        self.statistics_panel = pn.Column(sizing_mode="stretch_width")
+        self.tabs = pn.Tabs(("Rollout", self.plots), ("Classifier", self.classifier_panel),
+                            ("Statistics", self.statistics_panel), dynamic=False, sizing_mode="stretch_width",
+                            css_classes=["view-tabs"])
+        self.classifier_view: ClassifierView | None = None
+        self.statistics_view: StatisticsView | None = None
+        #: Analysis results on their way from the worker, by kind ("statistics", "classifier").
+        self.pending: dict[str, concurrent.futures.Future] = {}
+        self.last_frame: Frame | None = None
         self.note = pn.pane.Markdown("", width=860, css_classes=["student-note"])
         self.views: tuple[FieldsView, SpectrumView, TimeSeriesView] | None = None
         self.view_generation = 0
@@ -51,7 +68,7 @@ class Dashboard(pn.viewable.Viewer):
         self.controls = self.make_controls()
         self.page = pn.Row(
             self.controls,
-            pn.Column(self.status, self.message, self.loading, self.plots, self.note, sizing_mode="stretch_width"),
+            pn.Column(self.status, self.message, self.loading, self.tabs, self.note, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
 
@@ -96,10 +113,124 @@ class Dashboard(pn.viewable.Viewer):
             control(widgets.FloatSlider, state.param.emulator_sigma, visible=state.param.stochastic, format="0.0000"),
             control(widgets.RadioButtonGroup, state.param.layer, visible=pn.bind(is_two_layer, state.param.system)),
             control(widgets.IntSlider, state.param.steps_per_frame),
+            *self.make_tool_cards(control),
             rejected,
             width=SIDEBAR_WIDTH,
             css_classes=["controls"],
         )
+
+    def make_tool_cards(self, control) -> list[pn.Card]:
+        """Return the sidebar cards of the perturbation, comparison, analysis and export tools."""
+        widgets = pn.widgets
+        perturbation, compare, analysis_controls = self.state.perturbation, self.state.compare, self.state.analysis
+        perturb = pn.Card(
+            control(widgets.IntSlider, perturbation.param.level, css_classes=["perturb-level"]),
+            widgets.Button.from_param(perturbation.param.perturb, css_classes=["perturb"], color="primary",
+                                      sizing_mode="stretch_width", description=None),
+            control(widgets.Checkbox, perturbation.param.on_click, css_classes=["perturb-on-click"]),
+            control(widgets.FloatSlider, perturbation.param.width),
+            title="Perturb the emulated runs", collapsed=False, sizing_mode="stretch_width",
+            css_classes=["perturb-card"])
+        variant_rows = []
+        for letter in "abc":
+            variant_rows += [
+                control(widgets.Checkbox, compare.param[f"variant_{letter}"], css_classes=[f"variant-{letter}"]),
+                control(widgets.IntSlider, compare.param[f"variant_{letter}_s_init"],
+                        visible=compare.param[f"variant_{letter}"], css_classes=[f"variant-{letter}-s-init"]),
+                control(widgets.IntSlider, compare.param[f"variant_{letter}_s_stop"],
+                        visible=compare.param[f"variant_{letter}"], css_classes=[f"variant-{letter}-s-stop"]),
+            ]
+        compare_card = pn.Card(
+            pn.pane.Markdown("Extra thermalized runs from the same initial condition. Switching one on or off "
+                             "starts every run again at step 0.", margin=(0, 10)),
+            *variant_rows, title="Compare thresholds", collapsed=True, sizing_mode="stretch_width",
+            css_classes=["compare-card"])
+        self.statistics_button = widgets.Button(label="Compute statistics", css_classes=["compute-statistics"],
+                                                sizing_mode="stretch_width")
+        self.statistics_button.on_click(lambda event: self.request("statistics", lambda engine: analysis.statistics_of(
+            engine, self.state.analysis.window, channel=self.shown_channel())))
+        self.classifier_button = widgets.Button(label="Check the classifier", css_classes=["check-classifier"],
+                                                sizing_mode="stretch_width")
+        self.classifier_button.on_click(lambda event: self.request("classifier", analysis.calibration_of))
+        analysis_card = pn.Card(
+            control(widgets.IntSlider, analysis_controls.param.window, css_classes=["statistics-window"]),
+            self.statistics_button, self.classifier_button,
+            title="Statistics and classifier", collapsed=True, sizing_mode="stretch_width",
+            css_classes=["analysis-card"])
+        self.downloads = {
+            "png": widgets.FileDownload(callback=self.download_png, filename="thermalizer-view.png",
+                                        label="PNG of the current view", css_classes=["download-png"],
+                                        sizing_mode="stretch_width"),
+            "netcdf": widgets.FileDownload(callback=self.download_netcdf, filename="thermalizer-trajectory.nc",
+                                           label="Recent trajectory (netCDF)", css_classes=["download-netcdf"],
+                                           sizing_mode="stretch_width"),
+            "gif": widgets.FileDownload(callback=self.download_gif, filename="thermalizer-animation.gif",
+                                        label="Animation of recent steps (GIF)", css_classes=["download-gif"],
+                                        sizing_mode="stretch_width"),
+        }
+        export_card = pn.Card(
+            *self.downloads.values(),
+            control(widgets.IntSlider, analysis_controls.param.gif_frames),
+            title="Export", collapsed=True, sizing_mode="stretch_width", css_classes=["export-card"])
+        return [perturb, compare_card, analysis_card, export_card]
+
+    # -- analysis and exports ---------------------------------------------------------
+    def shown_channel(self) -> int:
+        frame = self.last_frame
+        channels = len(frame.info.channels) if frame is not None else 1
+        return min(self.state.layer, channels - 1)
+
+    def shown_trajectory(self) -> int:
+        frame = self.last_frame
+        return min(self.state.trajectory, frame.info.batch - 1) if frame is not None else 0
+
+    def request(self, kind: str, function: Callable) -> None:
+        """Ask the worker for an analysis result; :meth:`refresh` shows it when it arrives."""
+        self.pending[kind] = self.state.worker.submit(function)
+
+    def show_results(self) -> None:
+        """Show the analysis results that have arrived since the last render."""
+        for kind, future in list(self.pending.items()):
+            if not future.done():
+                continue
+            del self.pending[kind]
+            view = self.statistics_view if kind == "statistics" else self.classifier_view
+            if view is None or future.cancelled():
+                continue
+            error = future.exception()
+            if error is not None:
+                logger.info("%s request failed: %s", kind, error)
+                view.show_error(f"Could not compute the {kind} result: {error}")
+            elif kind == "statistics":
+                view.show(future.result(), self.last_frame.run_settings if self.last_frame else None)
+            else:
+                view.show_confusion(future.result())
+
+    async def from_worker(self, function: Callable, what: str) -> bytes:
+        """Run ``function(engine)`` on the worker without blocking the event loop; show and re-raise an error."""
+        try:
+            return await asyncio.wrap_future(self.state.worker.submit(function))
+        except Exception as error:
+            logger.warning("export of %s failed: %s", what, error)
+            self.show_message(f"Could not export the {what}: {html.escape(str(error))}", "danger")
+            raise
+
+    async def download_png(self) -> io.BytesIO:
+        frame = self.last_frame
+        if frame is None:
+            self.show_message("Nothing to export yet: wait until the fields show.", "warning")
+            raise RuntimeError("no frame to export yet")
+        trajectory, channel = self.shown_trajectory(), self.shown_channel()
+        loop = asyncio.get_running_loop()
+        return io.BytesIO(await loop.run_in_executor(None, analysis.view_png, frame, trajectory, channel))
+
+    async def download_netcdf(self) -> io.BytesIO:
+        return io.BytesIO(await self.from_worker(analysis.netcdf_of, "trajectory"))
+
+    async def download_gif(self) -> io.BytesIO:
+        trajectory, channel, frames = self.shown_trajectory(), self.shown_channel(), self.state.analysis.gif_frames
+        return io.BytesIO(await self.from_worker(
+            lambda engine: analysis.gif_of(engine, trajectory, channel, frames), "animation"))
 
     # -- rendering ----------------------------------------------------------------------
     def refresh(self) -> None:
@@ -128,11 +259,14 @@ class Dashboard(pn.viewable.Viewer):
             return
         self.plots.visible = True
         self.render_frame(frame, snapshot.problem if showing_problem else None)
+        self.show_results()
 
     def render_frame(self, frame: Frame, problem: Problem | None) -> None:
         """Copy ``frame`` into the plots and the status line, unless it is already shown as selected."""
         trajectory = min(self.state.trajectory, frame.info.batch - 1)
-        key = (frame.sequence, frame.info.generation, trajectory, self.state.layer, problem, self.state.error)
+        self.last_frame = frame
+        key = (frame.sequence, frame.info.generation, trajectory, self.state.layer, problem, self.state.error,
+               self.state.compare.error)
         if key == self.rendered_key:
             return
         with pn.io.hold():
@@ -142,6 +276,7 @@ class Dashboard(pn.viewable.Viewer):
             fields.update(frame, trajectory, self.state.layer)
             spectrum.update(frame, trajectory)
             series.update(frame, trajectory)
+            self.classifier_view.update(frame, self.state.analysis.window)
             self.status.object = status_html(self.state, frame, trajectory, problem=problem)
         self.rendered_key = key
 
@@ -174,10 +309,14 @@ class Dashboard(pn.viewable.Viewer):
 
     def build_views(self, frame: Frame) -> None:
         info = frame.info
-        fields = FieldsView(info, SPACE_TIME_ROWS)
+        fields = FieldsView(info, SPACE_TIME_ROWS, on_tap=self.state.perturbation.perturb_at)
         spectrum = SpectrumView(info)
         series = TimeSeriesView(info, self.state.worker.history)
         self.views = (fields, spectrum, series)
+        self.classifier_view = ClassifierView(info)
+        self.statistics_view = StatisticsView(info)
+        self.classifier_panel.objects = [self.classifier_view.panel]
+        self.statistics_panel.objects = [self.statistics_view.panel]
         panes = series.panes
         self.plots.objects = [
             pn.pane.HTML(legend_html(info.runs), stylesheets=[STATUS_CSS], margin=(0, 10)),
@@ -196,18 +335,20 @@ STATUS_CSS = """
 .legend .swatch { display: inline-block; width: 14px; height: 4px; margin: 0 4px 3px 0; }
 .legend .dash, .legend .dot { color: #555555; font-weight: bold; }
 .legend .threshold { color: #009E73; font-weight: bold; }
+.legend .perturbed { color: #7f3fbf; font-weight: bold; }
 """
 
 
 def legend_html(runs) -> str:
     """Return the colour key of every plot: the runs, the reference spectrum and band, and the marker lines."""
-    items = [f"<span class='swatch' style='background:{RUN_COLORS[name]}'></span>{RUN_LABELS[name]}"
+    items = [f"<span class='swatch' style='background:{RUN_COLORS[name]}'></span>{html.escape(run_label(name))}"
              for name in runs]
     items += [
         "<span class='dash'>- -</span> true time-mean spectrum, stable-band bounds",
         "<span class='swatch' style='background:#cccccc'></span>truth p05–p95",
         "<span class='dot'>⋮</span> Lyapunov time",
         "<span class='threshold'>—</span> s_init, <span class='threshold'>- -</span> s_stop",
+        "<span class='perturbed'>-·-</span> perturbation",
     ]
     return "<div class='status legend'>" + " &nbsp; ".join(items) + "</div>"
 
@@ -237,7 +378,7 @@ def run_status(frame: Frame, name: str, trajectory: int) -> str:
     left = sum(1 for exit_step, _ in exits if exit_step is not None)
     trajectory_state = describe_exit(*exits[trajectory])
     css = "stable" if exits[trajectory][0] is None else "left"
-    return (f"{RUN_LABELS[name]}: <span class='{css} run-{name}'>{html.escape(trajectory_state)}</span> "
+    return (f"{html.escape(run_label(name, frame.run_settings))}: <span class='{css} run-{name.replace(' ', '-')}'>{html.escape(trajectory_state)}</span> "
             f"({left}/{len(exits)} of the batch left)")
 
 
@@ -270,6 +411,7 @@ def status_html(state: DashboardState, frame: Frame | None, trajectory: int = 0,
             run_status(frame, name, trajectory) for name in frame.info.runs))
     if problem is not None:
         lines.append(f"<span class='left worker-error'>{html.escape(problem.message)}</span>")
-    if state.error:
-        lines.append(f"<span class='left'>Rejected setting: {html.escape(state.error)}</span>")
+    for error in (state.error, state.compare.error):
+        if error:
+            lines.append(f"<span class='left'>Rejected setting: {html.escape(error)}</span>")
     return "<div class='status'>" + "<br>".join(lines) + "</div>"

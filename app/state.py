@@ -15,6 +15,7 @@ from thermalizer_core.engine import InvalidSettingsError, ThermalizerSettings
 
 from .checkpoints import SYSTEM_LABELS, ModelChoice, model_choices, scan_folder, shipped_choice
 from .frames import EngineInfo
+from .tools import AnalysisControls, CompareControls, PerturbControls
 from .worker import EngineRequest, RolloutWorker
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ class DashboardState(param.Parameterized):
         self.worker = worker or RolloutWorker(settings=self.thermalizer_settings(), name=self.name)
         self.worker.steps_per_frame = self.steps_per_frame
         self.adopted_generation = 0
+        self.perturbation = PerturbControls(self.worker)
+        self.compare = CompareControls(self.worker, rebuild=self._update_engine, base_settings=self.thermalizer_settings)
+        self.analysis = AnalysisControls()
         self.worker.start()
         self._update_model_choices()
 
@@ -137,7 +141,7 @@ class DashboardState(param.Parameterized):
         # The old engine's sigma must not reach the new one: it starts with its checkpoint's sigma.
         self.stochastic = False
         self.error = ""
-        self.worker.configure(EngineRequest(self.model, self.batch, self.seed))
+        self.worker.configure(EngineRequest(self.model, self.batch, self.seed, self.compare.variants()))
 
     @param.depends("seed", watch=True)
     def _update_seed(self) -> None:

@@ -12,11 +12,12 @@ Threshold changes go straight to the engine and apply from its next step.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Callable, Mapping, TypeVar
 
 import numpy as np
 
@@ -30,6 +31,8 @@ from .frames import EngineInfo, Frame, build_info, capture
 
 logger = logging.getLogger(__name__)
 
+Result = TypeVar("Result")
+
 #: Rows of per-step history kept by the engine (and shown in the time series).
 HISTORY_ROWS = 1000
 #: Steps kept in the KS space-time diagram.
@@ -40,17 +43,30 @@ FRAME_PERIOD_S = 0.1
 MAX_FRAME_DELAY_S = 1.0
 #: Window over which the wall-clock step rate is measured, in seconds.
 RATE_WINDOW_S = 3.0
+#: Perturbations kept for the page's markers; older ones are dropped.
+MAX_PERTURBATIONS_SHOWN = 50
 #: Levels assumed before an engine exists, to validate settings early.
 DEFAULT_NUM_LEVELS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
 class EngineRequest:
-    """Model pair, batch size and initial-condition seed of an engine to build."""
+    """Model pair, batch size, initial-condition seed and thermalized variants of an engine to build."""
 
     choice: ModelChoice
     batch: int
     seed: int
+    #: Extra thermalized runs, as ``(name, settings)`` pairs, that start from the same initial condition.
+    variants: tuple[tuple[str, ThermalizerSettings], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Perturbation:
+    """Noise added by hand to the emulated runs: the step, the diffusion level and the centre (None: global)."""
+
+    step: int
+    level: int
+    center: tuple[float, ...] | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +140,10 @@ class RolloutWorker:
         self._space_time_steps: RingBuffer | None = None
         #: The request whose pair was missing or rejected, its generation and the pair's file stamp then.
         self._missing: tuple[EngineRequest, int, tuple[int, ...]] | None = None
+        #: Futures of :meth:`submit` calls whose command has not run yet; cancelled when the thread ends.
+        self._pending: set[concurrent.futures.Future] = set()
+        self._pending_lock = threading.Lock()
+        self._perturbations: list[Perturbation] = []
         self._thread = threading.Thread(target=self._loop, name=f"rollout-{name}", daemon=True)
 
     # -- control, from any thread ---------------------------------------------------
@@ -182,6 +202,45 @@ class RolloutWorker:
             # Assigning is atomic: the engine reads its settings once at the start of each step.
             engine.settings = settings
 
+    def update_variant(self, name: str, settings: ThermalizerSettings) -> None:
+        """Use ``settings`` for the thermalized variant ``name`` from the engine's next step on.
+
+        Raises InvalidSettingsError if a setting is out of range; an unknown variant is logged and ignored.
+        """
+        engine = self.engine
+        settings.validate(engine.num_levels if engine is not None else DEFAULT_NUM_LEVELS)
+        self._queue(lambda: self._update_variant(name, settings))
+
+    def perturb(self, level: int, center: tuple[float, ...] | None = None, width: float = 0.1) -> None:
+        """Add diffusion noise of ``level`` to every emulated run, around ``center`` (domain fractions) or everywhere."""
+        self._queue(lambda: self._perturb(level, center, width))
+
+    def submit(self, function: Callable[[RolloutEngine], Result]) -> concurrent.futures.Future:
+        """Run ``function(engine)`` on the compute pool between two steps; return a future of its result.
+
+        The future raises RuntimeError when there is no engine yet, and is cancelled if the worker stops first.
+        """
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._pending_lock:
+            self._pending.add(future)
+
+        def command() -> None:
+            with self._pending_lock:
+                self._pending.discard(future)
+            if not future.set_running_or_notify_cancel():
+                return
+            engine = self.engine
+            if engine is None:
+                future.set_exception(RuntimeError("no rollout is loaded yet: wait until the fields show"))
+                return
+            try:
+                future.set_result(self.pool.run(lambda: function(engine)))
+            except Exception as error:  # noqa: BLE001 - handed to the caller through the future
+                future.set_exception(error)
+
+        self._queue(command)
+        return future
+
     def snapshot(self) -> Snapshot:
         with self._frame_lock:
             return Snapshot(self._frame, self._problem, self._requested_generation)
@@ -208,6 +267,10 @@ class RolloutWorker:
         finally:
             # Free the engine's tensors even if something still refers to this worker.
             self.engine = None
+            with self._pending_lock:
+                pending, self._pending = self._pending, set()
+            for future in pending:
+                future.cancel()
             logger.info("worker %s stopped", self._thread.name)
 
     def _run_until_stopped(self) -> None:
@@ -289,7 +352,8 @@ class RolloutWorker:
             system = type(pair.system)(pair.system.params)
             settings = dataclasses.replace(self._settings, emulator_sigma=None)
             return RolloutEngine(system, pair.emulator, pair.thermalizer, batch=request.batch, seed=request.seed,
-                                 device=self.pool.device, settings=settings, history=self.history)
+                                 device=self.pool.device, settings=settings, history=self.history,
+                                 variants=dict(request.variants), classify_truth=True)
 
         try:
             engine = self.pool.run(build)
@@ -299,6 +363,7 @@ class RolloutWorker:
                                        f"{type(error).__name__}: {public_message(str(error))}", generation)
             return
         self._settings = engine.settings
+        self._perturbations = []
         self.engine = engine
         self.info = build_info(engine, generation, request.choice, self.device_label)
         self._start_space_time()
@@ -324,11 +389,30 @@ class RolloutWorker:
             return
         self.pool.run(lambda: self.engine.reset(seed))
         self._run_id += 1
+        self._perturbations = []
         self._start_space_time()
         self._rate.clear()
         with self._frame_lock:
             if self._problem is not None and self._problem.kind == "error":
                 self._problem = None
+        self._publish()
+
+    def _update_variant(self, name: str, settings: ThermalizerSettings) -> None:
+        if self.engine is None or name not in self.engine.variant_names:
+            logger.warning("worker %s: no thermalized variant %r to update", self._thread.name, name)
+            return
+        self.engine.update_variant(name, settings)
+        self._publish()
+
+    def _perturb(self, level: int, center: tuple[float, ...] | None, width: float) -> None:
+        if self.engine is None:
+            return
+        engine = self.engine
+        self.pool.run(lambda: engine.perturb(level, center=center, width=width))
+        self._perturbations = [*self._perturbations[-(MAX_PERTURBATIONS_SHOWN - 1):],
+                               Perturbation(engine.step_count, level, center)]
+        logger.info("worker %s: perturbed at step %d with level %d around %s", self._thread.name,
+                    engine.step_count, level, center if center is not None else "the whole domain")
         self._publish()
 
     def _play(self) -> None:
@@ -362,8 +446,9 @@ class RolloutWorker:
             return
         self._sequence += 1
         rate = self._rate.value() if self._running else float("nan")
+        perturbations = tuple(self._perturbations)
         frame = self.pool.run(lambda: capture(engine, info, self._sequence, self._run_id, rate, self._running,
-                                              self._space_time, self._space_time_steps))
+                                              self._space_time, self._space_time_steps, perturbations))
         with self._frame_lock:
             self._frame = frame
 

@@ -7,7 +7,10 @@ Chromium is Debian's, launched by path; nothing is downloaded.
 import pathlib
 import shutil
 import socket
+import sys
+import threading
 import time
+import traceback
 import urllib.parse
 
 import panel as pn
@@ -41,15 +44,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until(condition, timeout_s: float, message: str):
-    """Poll ``condition`` until it returns a truthy value, then return it; fail with ``message`` on timeout."""
+def wait_until(condition, timeout_s: float, message):
+    """Poll ``condition`` until it returns a truthy value, then return it.
+
+    On timeout, fail with ``message``, or with what ``message()`` returns then if it is callable.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
         if value:
             return value
-        assert time.monotonic() < deadline, message
+        if time.monotonic() > deadline:
+            pytest.fail(message() if callable(message) else message)
         time.sleep(0.1)
+
+
+def rollout_thread_stacks() -> str:
+    """Return the Python stacks of the session workers and the compute pool, to show where a stalled run waits."""
+    frames = sys._current_frames()
+    stacks = []
+    for thread in threading.enumerate():
+        if thread.name.startswith(("rollout-", "engine")) and thread.ident in frames:
+            stacks.append(f"--- {thread.name}\n" + "".join(traceback.format_stack(frames[thread.ident])))
+    return "\n".join(stacks)
 
 
 def port_open(port: int) -> bool:
@@ -128,14 +145,17 @@ class RecordedPage:
 
     def wait_for_step(self, minimum: int) -> int:
         return wait_until(lambda: self.step_count() >= minimum and self.step_count(), STEPS_TIMEOUT_MS / 1000,
-                          f"the page did not reach step {minimum}; it shows step {self.step_count()}, "
-                          f"the server {self.server_side()}")
+                          lambda: f"the page did not reach step {minimum}; it shows step {self.step_count()}, "
+                                  f"the server {self.server_side()}")
 
     def server_side(self) -> str:
         worker = self.dashboard.state.worker
         snapshot = worker.snapshot()
         step = snapshot.frame.step if snapshot.frame is not None else None
-        return f"is at step {step}, running={worker.running}, thread alive={worker.alive}"
+        status = self.page.locator(".status-line").first.inner_text() if self.page.locator(".status-line").count() else ""
+        return (f"is at step {step}, running={worker.running}, thread alive={worker.alive}; the server's status "
+                f"line: {self.dashboard.status.object!r}; the page's: {status!r}; render failures: "
+                f"{self.dashboard.render_failures}; console errors: {self.console_errors}\n{rollout_thread_stacks()}")
 
     def click(self, css_class: str) -> None:
         self.page.locator(f".{css_class} button").click()

@@ -1,15 +1,19 @@
 """Trajectories as xarray datasets and netCDF files, with coordinates and parameters as attributes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import xarray as xr
 
 from .systems import System
+
+if TYPE_CHECKING:
+    from .engine import RolloutEngine
 
 
 def grid_coordinates(system: System, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -55,6 +59,74 @@ def states_to_dataset(system: System, states: np.ndarray, times: np.ndarray, nam
     dataset.attrs.update({"system": system.name, "emulator_interval": system.emulator_interval})
     dataset.attrs.update(flat_attributes("param_", system.params.to_dict()))
     dataset.attrs.update(flat_attributes("", attributes or {}))
+    return dataset
+
+
+def channel_coordinate(system: System) -> tuple[str, np.ndarray]:
+    """Return the name and values of the axis before the grid: QG's ``layer`` (1 at the top) or ``channel``."""
+    if system.name == "qg":
+        return "layer", np.arange(1, system.field_shape[0] + 1)
+    return "channel", np.array(system.channels)
+
+
+def run_settings_json(engine: "RolloutEngine", name: str) -> str:
+    """Return run ``name``'s settings as JSON, with the checkpoint's emulator noise in place of None."""
+    settings = engine.run_settings(name)
+    if settings.emulator_sigma is None:
+        settings = dataclasses.replace(settings, emulator_sigma=float(engine.emulator.sigma))
+    return json.dumps(dataclasses.asdict(settings))
+
+
+def recorded_levels(engine: "RolloutEngine", name: str, steps: np.ndarray) -> np.ndarray:
+    """Return run ``name``'s predicted levels ``(K, B)`` at ``steps``, -1 where none was recorded or kept."""
+    levels = np.full((len(steps), engine.batch), -1, dtype=np.int32)
+    history = engine.history(name)
+    row_of_step = {int(step): row for row, step in enumerate(history["step"])}
+    for index, step in enumerate(steps):
+        row = row_of_step.get(int(step))
+        if row is not None:
+            levels[index] = history["level"][row]
+    return levels
+
+
+def engine_dataset(engine: "RolloutEngine", names: Sequence[str] | None = None) -> xr.Dataset:
+    """Return the recent trajectory of the engine's runs ``names`` (default: all) as a dataset.
+
+    ``field`` has dims ``("run", "step", "batch", channel or layer, *spatial)``
+    with the steps of :meth:`RolloutEngine.recent_fields`, a ``time`` coordinate
+    along ``step`` (step times the emulator interval, in the system's time unit)
+    and physical grid coordinates. ``level`` ``(run, step, batch)`` is the
+    predicted noise level, -1 where none was recorded (step 0, unclassified
+    steps, rows older than the engine's ``history``). Attributes hold the system
+    and its parameters, the seed, the current step, the batch and, per emulated
+    run, the settings as JSON in ``settings_<run>``. Raises ValueError for an
+    unknown run or an engine that keeps no fields.
+    """
+    names = tuple(engine.run_names if names is None else names)
+    unknown = [name for name in names if name not in engine.run_names]
+    if unknown or not names:
+        raise ValueError(f"cannot export runs {list(names)}: choose one or more of {', '.join(engine.run_names)}")
+    system = engine.system
+    steps = engine.recent_fields(names[0])[0]
+    fields = np.stack([engine.recent_fields(name)[1] for name in names])
+    levels = np.stack([recorded_levels(engine, name, steps) for name in names])
+
+    channel_name, channel_values = channel_coordinate(system)
+    spatial = grid_coordinates(system, system.field_shape[1:])
+    dims = ("run", "step", "batch", channel_name, *spatial)
+    coords = {"run": list(names), "step": steps, "time": ("step", steps * system.emulator_interval),
+              "batch": np.arange(engine.batch), channel_name: channel_values, **spatial}
+    dataset = xr.Dataset({"field": (dims, fields), "level": (("run", "step", "batch"), levels)}, coords=coords)
+    dataset["time"].attrs["description"] = "step times the emulator interval, in the system's time unit"
+    dataset["level"].attrs["description"] = "predicted noise level of the thermalizer's classifier; -1: none recorded"
+
+    dataset.attrs.update({"system": system.name, "emulator_interval": system.emulator_interval,
+                          "seed": engine.seed, "step": engine.step_count, "batch": engine.batch,
+                          "classify_truth": int(engine.classify_truth)})
+    dataset.attrs.update(flat_attributes("param_", system.params.to_dict()))
+    for name in names:
+        if name in engine.emulated_names:
+            dataset.attrs[f"settings_{name}"] = run_settings_json(engine, name)
     return dataset
 
 

@@ -49,7 +49,7 @@ def command_rollout(args: argparse.Namespace) -> None:
     check_writable(out / "summary.json")
     runs = ("emulator", "thermalized") if args.no_truth else ("truth", "emulator", "thermalized")
     engine = RolloutEngine(pair.system, pair.emulator, pair.thermalizer, batch=args.batch, seed=args.seed,
-                           device=device, runs=runs, settings=settings, history=args.history)
+                           device=device, runs=runs, settings=settings, history=args.history, field_history=0)
     save_every = args.save_every or max(1, args.steps // 100)
     record = run_rollout(engine, args.steps, save_every)
     summary = write_outputs(engine, record, pair, out)

@@ -8,11 +8,14 @@ instead of rescaling the others.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import panel as pn
+from bokeh.events import Tap
 from bokeh.models import BasicTickFormatter, ColorBar, ColumnDataSource, LinearColorMapper, Range1d
 
-from ..frames import RUN_LABELS, EngineInfo, Frame, short_exit
+from ..frames import RUN_LABELS, EngineInfo, Frame, run_label, short_exit
 from .style import DIVERGING_PALETTE, RUN_COLORS, finite_or_nan, new_figure
 
 #: Caption above the fields, per channel.
@@ -27,11 +30,11 @@ COLOR_MARGIN = 1.2
 IMAGE_SIZE = 250
 
 
-def field_title(name: str, exit_step: int | None, reason: str | None) -> str:
+def field_title(label: str, exit_step: int | None, reason: str | None) -> str:
     """Return a panel title: the run's label, and how it left the stable band if it did."""
     if exit_step is None:
-        return RUN_LABELS[name]
-    return f"{RUN_LABELS[name]}: {short_exit(exit_step, reason)}"
+        return label
+    return f"{label}: {short_exit(exit_step, reason)}"
 
 
 def color_limit(fields: dict[str, np.ndarray], channel: int) -> float:
@@ -43,11 +46,17 @@ def color_limit(fields: dict[str, np.ndarray], channel: int) -> float:
 
 
 class FieldsView:
-    """One row of field plots for an engine, updated from frames."""
+    """One row of field plots for an engine, updated from frames.
 
-    def __init__(self, info: EngineInfo, space_time_rows: int):
+    ``on_tap`` (optional) receives the clicked point as fractions of the domain, one per spatial axis in
+    the fields' order (y, x in 2D; x for KS, from the space-time diagrams or the u(x) plot).
+    """
+
+    def __init__(self, info: EngineInfo, space_time_rows: int,
+                 on_tap: Callable[[tuple[float, ...]], None] | None = None):
         self.info = info
         self.space_time_rows = space_time_rows
+        self.on_tap = on_tap
         self.color_mapper = LinearColorMapper(palette=DIVERGING_PALETTE, low=-1.0, high=1.0, nan_color="#000000")
         self.color_key: tuple[int, int] | None = None
         self.caption = pn.pane.Markdown("", margin=(0, 10))
@@ -56,7 +65,7 @@ class FieldsView:
         last = info.runs[-1]
         color_bar = ColorBar(color_mapper=self.color_mapper, width=10, formatter=BasicTickFormatter(precision=1))
         self.figures[last].add_layout(color_bar, "right")
-        row = pn.Row(*[pn.pane.Bokeh(self.figures[name]) for name in info.runs])
+        row = pn.FlexBox(*[pn.pane.Bokeh(self.figures[name]) for name in info.runs])
         self.profile_sources: dict[str, ColumnDataSource] = {}
         if info.is_1d:
             self.profile_figure = self.make_profile_figure()
@@ -83,6 +92,7 @@ class FieldsView:
         plot.image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=self.color_mapper,
                    source=self.image_sources[name])
         plot.grid.visible = False
+        plot.on_event(Tap, self.tapped_image)
         return plot
 
     def make_profile_figure(self):
@@ -94,7 +104,22 @@ class FieldsView:
             source = ColumnDataSource({"x": np.zeros(0), "u": np.zeros(0)})
             plot.line("x", "u", source=source, color=RUN_COLORS[name], line_width=2)
             self.profile_sources[name] = source
+        plot.on_event(Tap, lambda event: self.report_tap((event.x / info.extent[0],)))
         return plot
+
+    # -- clicks -----------------------------------------------------------------------
+    def tapped_image(self, event) -> None:
+        """Turn a click on an image into domain fractions; in a KS space-time diagram x is the vertical axis."""
+        if self.info.is_1d:
+            self.report_tap((event.y / self.info.extent[0],))
+        else:
+            self.report_tap((event.y / self.info.extent[-2], event.x / self.info.extent[-1]))
+
+    def report_tap(self, center: tuple[float, ...]) -> None:
+        if self.on_tap is None or any(value is None for value in center):
+            return
+        if all(0.0 <= value < 1.0 for value in center):
+            self.on_tap(center)
 
     # -- updates --------------------------------------------------------------------
     def update(self, frame: Frame, trajectory: int, channel: int) -> None:
@@ -105,7 +130,7 @@ class FieldsView:
         self.caption.object = f"**Fields**: {CHANNEL_CAPTIONS.get(channel_name, channel_name)}"
         for name in self.info.runs:
             exit_step, reason = frame.exits[name][trajectory]
-            self.figures[name].title.text = field_title(name, exit_step, reason)
+            self.figures[name].title.text = field_title(run_label(name, frame.run_settings), exit_step, reason)
             if self.info.is_1d:
                 self.update_space_time(frame, name, trajectory)
                 self.update_profile(frame, name, trajectory)

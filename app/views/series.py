@@ -5,8 +5,9 @@ Five plots share one ColumnDataSource and one step axis:
 - the measure (energy for KS, enstrophy in 2D) with the stable band's bounds;
 - the MSE to the truth, with the Lyapunov time marked;
 - the correlation with the truth, with the Lyapunov time marked;
-- the predicted noise level ``s`` with ``s_init`` and ``s_stop``;
-- the denoising steps per step (the "ticker tape").
+- the predicted noise level ``s`` of every run (the truth's too) with ``s_init``,
+  ``s_stop`` and a mark at each perturbation;
+- the denoising steps per step of the main thermalized run (the "ticker tape").
 
 New rows are streamed with a rollover of the history length, so the browser
 keeps as many rows as the engine.
@@ -20,7 +21,7 @@ from bokeh.models import ColumnDataSource, DataRange1d, Label, Range1d, Span
 from ..frames import EngineInfo, Frame
 from .style import BAND_COLOR, RUN_COLORS, finite_or_nan, new_figure, positive_or_nan
 
-EMULATED_RUNS = ("emulator", "thermalized")
+PERTURBATION_COLOR = "#7f3fbf"
 PLOT_SIZE = {"frame_width": 250, "frame_height": 160}
 #: Factor between the stable band's bounds and the measure plot's fixed limits.
 BAND_MARGIN = 10.0
@@ -34,6 +35,11 @@ def level_or_nan(levels: np.ndarray) -> np.ndarray:
     return np.where(levels >= 0, levels, np.nan)
 
 
+def emulated_runs(runs) -> list[str]:
+    """Return the runs that an emulator advances: all but the truth."""
+    return [name for name in runs if name != "truth"]
+
+
 def series_columns(frame: Frame, trajectory: int, rows: np.ndarray | slice) -> dict[str, np.ndarray]:
     """Return the plotted columns of ``trajectory`` for the history ``rows`` of ``frame``."""
     runs = frame.info.runs
@@ -42,10 +48,10 @@ def series_columns(frame: Frame, trajectory: int, rows: np.ndarray | slice) -> d
     for name in runs:
         history = frame.history[name]
         columns[f"measure_{name}"] = positive_or_nan(history["measure"][rows, trajectory])
-        if name in EMULATED_RUNS:
+        columns[f"level_{name}"] = level_or_nan(history["level"][rows, trajectory])
+        if name != "truth":
             columns[f"mse_{name}"] = positive_or_nan(history["mse"][rows, trajectory])
             columns[f"correlation_{name}"] = finite_or_nan(history["correlation"][rows, trajectory])
-            columns[f"level_{name}"] = level_or_nan(history["level"][rows, trajectory])
             columns[f"denoising_{name}"] = history["denoising_steps"][rows, trajectory].astype(np.float64)
     return columns
 
@@ -58,13 +64,16 @@ class TimeSeriesView:
         self.history_rows = history_rows
         self.key: tuple[int, int] | None = None
         self.last_step = -1
+        self.emulated = emulated_runs(info.runs)
         empty = {"step": np.zeros(0)}
         for name in info.runs:
             empty[f"measure_{name}"] = np.zeros(0)
-            if name in EMULATED_RUNS:
-                for prefix in ("mse", "correlation", "level", "denoising"):
+            empty[f"level_{name}"] = np.zeros(0)
+            if name != "truth":
+                for prefix in ("mse", "correlation", "denoising"):
                     empty[f"{prefix}_{name}"] = np.zeros(0)
         self.source = ColumnDataSource(empty)
+        self.perturbation_source = ColumnDataSource({"step": np.zeros(0)})
         self.x_range = DataRange1d(only_visible=True)
         self.measure = self.make_measure_figure()
         self.mse = self.make_error_figure("mse", "MSE to the truth", "MSE", y_axis_type="log")
@@ -101,7 +110,7 @@ class TimeSeriesView:
     def make_error_figure(self, prefix: str, title: str, label: str, **options):
         plot = new_figure(title=title, x_range=self.x_range, x_axis_label="step", y_axis_label=label, **PLOT_SIZE,
                           **options)
-        self.add_lines(plot, prefix, EMULATED_RUNS)
+        self.add_lines(plot, prefix, self.emulated)
         plot.yaxis.ticker.desired_num_ticks = 4
         lyapunov = self.info.lyapunov_time_steps
         if lyapunov is not None:
@@ -114,7 +123,9 @@ class TimeSeriesView:
     def make_level_figure(self):
         plot = new_figure(title="Predicted noise level s", x_range=self.x_range, x_axis_label="step",
                           y_axis_label="s", y_range=Range1d(-1, 20), **PLOT_SIZE)
-        self.add_lines(plot, "level", EMULATED_RUNS)
+        self.add_lines(plot, "level", self.info.runs)
+        plot.vspan(x="step", source=self.perturbation_source, line_color=PERTURBATION_COLOR, line_width=2,
+                   line_dash="dotdash")
         s_init = Span(location=0, dimension="width", line_color="#009E73", line_width=2)
         s_stop = Span(location=0, dimension="width", line_color="#009E73", line_width=2, line_dash="dashed")
         plot.add_layout(s_init)
@@ -149,6 +160,9 @@ class TimeSeriesView:
         self.key = key
         self.last_step = int(steps[-1]) if steps.size else -1
         self.update_thresholds(frame, trajectory)
+        perturbed = np.array([perturbation.step for perturbation in frame.perturbations], dtype=np.float64)
+        if len(self.perturbation_source.data["step"]) != perturbed.size:
+            self.perturbation_source.data = {"step": perturbed}
 
     def update_thresholds(self, frame: Frame, trajectory: int) -> None:
         """Move the s_init and s_stop lines to the engine's settings and fit the level axis to them and the data."""
@@ -158,7 +172,7 @@ class TimeSeriesView:
         self.s_init_label.y = settings.s_init
         self.s_stop_label.y = settings.s_stop
         highest = max(settings.s_init, settings.s_stop)
-        for name in self.runs_present(EMULATED_RUNS):
+        for name in self.info.runs:
             levels = frame.history[name]["level"][:, trajectory]
             if levels.size:
                 highest = max(highest, int(levels.max()))

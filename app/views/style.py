@@ -6,7 +6,8 @@ from bokeh.palettes import RdBu11, interp_palette
 from bokeh.plotting import figure
 
 #: Okabe–Ito colours, distinguishable with the common colour-vision deficiencies.
-RUN_COLORS = {"truth": "#222222", "emulator": "#D55E00", "thermalized": "#0072B2"}
+RUN_COLORS = {"truth": "#222222", "emulator": "#D55E00", "thermalized": "#0072B2",
+              "variant A": "#CC79A7", "variant B": "#E69F00", "variant C": "#56B4E9"}
 #: Blue for negative, white for zero, red for positive values.
 DIVERGING_PALETTE = interp_palette(RdBu11, 256)
 REFERENCE_COLOR = "#555555"
