@@ -22,6 +22,7 @@ from . import analysis
 from .checkpoints import SHIPPED_LABEL, SYSTEM_LABELS
 from .frames import Frame, describe_exit, run_label
 from .state import DashboardState
+from .presets import CUSTOM, explanation_markdown
 from .text import student_note
 from .views import FieldsView, SpectrumView, TimeSeriesView
 from .views.classifier import ClassifierView
@@ -60,6 +61,9 @@ class Dashboard(pn.viewable.Viewer):
         self.pending: dict[str, concurrent.futures.Future] = {}
         self.last_frame: Frame | None = None
         self.note = pn.pane.Markdown("", width=860, css_classes=["student-note"])
+        self.preset_explanation = pn.pane.Markdown(
+            pn.bind(explanation_markdown, state.param.preset), visible=pn.bind(is_preset, state.param.preset),
+            sizing_mode="stretch_width", css_classes=["preset-explanation"])
         self.views: tuple[FieldsView, SpectrumView, TimeSeriesView] | None = None
         self.view_generation = 0
         self.rendered_key: tuple | None = None
@@ -68,7 +72,8 @@ class Dashboard(pn.viewable.Viewer):
         self.controls = self.make_controls()
         self.page = pn.Row(
             self.controls,
-            pn.Column(self.status, self.message, self.loading, self.tabs, self.note, sizing_mode="stretch_width"),
+            pn.Column(self.preset_explanation, self.status, self.message, self.loading, self.tabs, self.note,
+                      sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
 
@@ -98,10 +103,11 @@ class Dashboard(pn.viewable.Viewer):
                                     width=SIDEBAR_WIDTH - 20)
         return pn.Column(
             pn.pane.HTML("<div style='font-size:20px; font-weight:600'>Thermalizer dashboard</div>"),
+            control(widgets.Select, state.param.preset, css_classes=["preset-select"]),
             control(widgets.Select, state.param.system, css_classes=["system-select"]),
             control(widgets.Select, state.param.model, css_classes=["model-select"]),
             buttons,
-            control(widgets.IntInput, state.param.seed),
+            control(widgets.IntInput, state.param.seed, css_classes=["seed"]),
             control(widgets.IntSlider, state.param.batch),
             control(widgets.IntSlider, state.param.trajectory),
             pn.pane.Markdown("**Thermalizer** (applies from the next step)", margin=(10, 10, 0, 10)),
@@ -121,58 +127,68 @@ class Dashboard(pn.viewable.Viewer):
 
     def make_tool_cards(self, control) -> list[pn.Card]:
         """Return the sidebar cards of the perturbation, comparison, analysis and export tools."""
-        widgets = pn.widgets
-        perturbation, compare, analysis_controls = self.state.perturbation, self.state.compare, self.state.analysis
-        perturb = pn.Card(
-            control(widgets.IntSlider, perturbation.param.level, css_classes=["perturb-level"]),
-            widgets.Button.from_param(perturbation.param.perturb, css_classes=["perturb"], color="primary",
-                                      sizing_mode="stretch_width", description=None),
-            control(widgets.Checkbox, perturbation.param.on_click, css_classes=["perturb-on-click"]),
-            control(widgets.FloatSlider, perturbation.param.width),
+        return [self.make_perturb_card(control), self.make_compare_card(control), self.make_analysis_card(control),
+                self.make_export_card(control)]
+
+    def make_perturb_card(self, control) -> pn.Card:
+        perturbation = self.state.perturbation
+        button = pn.widgets.Button.from_param(perturbation.param.perturb, css_classes=["perturb"], color="primary",
+                                              sizing_mode="stretch_width", description=None)
+        return pn.Card(
+            control(pn.widgets.IntSlider, perturbation.param.level, css_classes=["perturb-level"]),
+            button,
+            control(pn.widgets.Checkbox, perturbation.param.on_click, css_classes=["perturb-on-click"]),
+            control(pn.widgets.FloatSlider, perturbation.param.width),
             title="Perturb the emulated runs", collapsed=False, sizing_mode="stretch_width",
             css_classes=["perturb-card"])
-        variant_rows = []
+
+    def make_compare_card(self, control) -> pn.Card:
+        compare = self.state.compare
+        rows = []
         for letter in "abc":
-            variant_rows += [
-                control(widgets.Checkbox, compare.param[f"variant_{letter}"], css_classes=[f"variant-{letter}"]),
-                control(widgets.IntSlider, compare.param[f"variant_{letter}_s_init"],
-                        visible=compare.param[f"variant_{letter}"], css_classes=[f"variant-{letter}-s-init"]),
-                control(widgets.IntSlider, compare.param[f"variant_{letter}_s_stop"],
-                        visible=compare.param[f"variant_{letter}"], css_classes=[f"variant-{letter}-s-stop"]),
+            switched_on = compare.param[f"variant_{letter}"]
+            rows += [
+                control(pn.widgets.Checkbox, switched_on, css_classes=[f"variant-{letter}"]),
+                control(pn.widgets.IntSlider, compare.param[f"variant_{letter}_s_init"], visible=switched_on,
+                        css_classes=[f"variant-{letter}-s-init"]),
+                control(pn.widgets.IntSlider, compare.param[f"variant_{letter}_s_stop"], visible=switched_on,
+                        css_classes=[f"variant-{letter}-s-stop"]),
             ]
-        compare_card = pn.Card(
-            pn.pane.Markdown("Extra thermalized runs from the same initial condition. Switching one on or off "
-                             "starts every run again at step 0.", margin=(0, 10)),
-            *variant_rows, title="Compare thresholds", collapsed=True, sizing_mode="stretch_width",
-            css_classes=["compare-card"])
-        self.statistics_button = widgets.Button(label="Compute statistics", css_classes=["compute-statistics"],
-                                                sizing_mode="stretch_width")
+        explanation = pn.pane.Markdown("Extra thermalized runs from the same initial condition. Switching one on "
+                                       "or off starts every run again at step 0.", margin=(0, 10))
+        return pn.Card(explanation, *rows, title="Compare thresholds", collapsed=True, sizing_mode="stretch_width",
+                       css_classes=["compare-card"])
+
+    def make_analysis_card(self, control) -> pn.Card:
+        self.statistics_button = pn.widgets.Button(label="Compute statistics", css_classes=["compute-statistics"],
+                                                   sizing_mode="stretch_width")
         self.statistics_button.on_click(lambda event: self.request("statistics", lambda engine: analysis.statistics_of(
             engine, self.state.analysis.window, channel=self.shown_channel())))
-        self.classifier_button = widgets.Button(label="Check the classifier", css_classes=["check-classifier"],
-                                                sizing_mode="stretch_width")
+        self.classifier_button = pn.widgets.Button(label="Check the classifier", css_classes=["check-classifier"],
+                                                   sizing_mode="stretch_width")
         self.classifier_button.on_click(lambda event: self.request("classifier", analysis.calibration_of))
-        analysis_card = pn.Card(
-            control(widgets.IntSlider, analysis_controls.param.window, css_classes=["statistics-window"]),
-            self.statistics_button, self.classifier_button,
+        return pn.Card(
+            control(pn.widgets.IntSlider, self.state.analysis.param.window, css_classes=["statistics-window"]),
+            self.statistics_button,
+            self.classifier_button,
             title="Statistics and classifier", collapsed=True, sizing_mode="stretch_width",
             css_classes=["analysis-card"])
+
+    def make_export_card(self, control) -> pn.Card:
+        def download(callback, filename: str, label: str, kind: str):
+            return pn.widgets.FileDownload(callback=callback, filename=filename, label=label,
+                                           css_classes=[f"download-{kind}"], sizing_mode="stretch_width")
+
         self.downloads = {
-            "png": widgets.FileDownload(callback=self.download_png, filename="thermalizer-view.png",
-                                        label="PNG of the current view", css_classes=["download-png"],
-                                        sizing_mode="stretch_width"),
-            "netcdf": widgets.FileDownload(callback=self.download_netcdf, filename="thermalizer-trajectory.nc",
-                                           label="Recent trajectory (netCDF)", css_classes=["download-netcdf"],
-                                           sizing_mode="stretch_width"),
-            "gif": widgets.FileDownload(callback=self.download_gif, filename="thermalizer-animation.gif",
-                                        label="Animation of recent steps (GIF)", css_classes=["download-gif"],
-                                        sizing_mode="stretch_width"),
+            "png": download(self.download_png, "thermalizer-view.png", "PNG of the current view", "png"),
+            "netcdf": download(self.download_netcdf, "thermalizer-trajectory.nc", "Recent trajectory (netCDF)",
+                               "netcdf"),
+            "gif": download(self.download_gif, "thermalizer-animation.gif", "Animation of recent steps (GIF)", "gif"),
         }
-        export_card = pn.Card(
+        return pn.Card(
             *self.downloads.values(),
-            control(widgets.IntSlider, analysis_controls.param.gif_frames),
+            control(pn.widgets.IntSlider, self.state.analysis.param.gif_frames),
             title="Export", collapsed=True, sizing_mode="stretch_width", css_classes=["export-card"])
-        return [perturb, compare_card, analysis_card, export_card]
 
     # -- analysis and exports ---------------------------------------------------------
     def shown_channel(self) -> int:
@@ -351,6 +367,10 @@ def legend_html(runs) -> str:
         "<span class='perturbed'>-·-</span> perturbation",
     ]
     return "<div class='status legend'>" + " &nbsp; ".join(items) + "</div>"
+
+
+def is_preset(preset: str) -> bool:
+    return preset != CUSTOM
 
 
 def is_two_layer(system: str) -> bool:

@@ -16,6 +16,7 @@ import panel as pn
 from bokeh.settings import settings as bokeh_settings
 
 from app.layout import RENDER_PERIOD_MS, Dashboard
+from app.presets import read_link, share_in_link
 from app.state import DashboardState
 
 logger = logging.getLogger("app")
@@ -31,10 +32,19 @@ def parse_server_arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def create_dashboard(models_folder: str | None = None) -> Dashboard:
-    """Build one session's dashboard and tie its worker and render callback to the session's lifetime."""
-    state = DashboardState(models_folder=models_folder)
+    """Build one session's dashboard and tie its worker and render callback to the session's lifetime.
+
+    In a server session the page's URL query sets the initial controls (see :mod:`app.presets`) and
+    then follows them, so the address bar always contains a link to the current set-up.
+    """
+    in_session = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+    link_values, link_problems = read_link(pn.state.location, DashboardState.param) if in_session else ({}, [])
+    state = DashboardState(models_folder=models_folder, **link_values)
+    if link_problems:
+        state.error = " ".join(link_problems)
     dashboard = Dashboard(state)
-    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+    if in_session:
+        share_in_link(state, pn.state.location)
         pn.state.add_periodic_callback(dashboard.refresh, period=RENDER_PERIOD_MS)
         # Do not wait for the worker's current step: this callback runs on the server's event loop.
         pn.state.on_session_destroyed(lambda session_context: state.close(timeout=0))

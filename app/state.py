@@ -15,6 +15,7 @@ from thermalizer_core.engine import InvalidSettingsError, ThermalizerSettings
 
 from .checkpoints import SYSTEM_LABELS, ModelChoice, model_choices, scan_folder, shipped_choice
 from .frames import EngineInfo
+from .presets import CUSTOM, PRESET_PARAMETERS, PRESETS, Preset, preset_titles, with_preset_values
 from .tools import AnalysisControls, CompareControls, PerturbControls
 from .worker import EngineRequest, RolloutWorker
 
@@ -29,6 +30,9 @@ SIGMA_SLIDER_FACTOR = 4.0
 class DashboardState(param.Parameterized):
     """The controls of one browser session and the worker that runs its engine."""
 
+    preset = param.Selector(objects=preset_titles(), default=CUSTOM, label="Teaching preset",
+                            doc="Set-up for a lesson: sets the system, seed, thresholds, batch and speed and "
+                                "starts again from step 0. Changing one of those by hand shows custom settings.")
     system = param.Selector(objects={label: key for key, label in SYSTEM_LABELS.items()}, default="ks",
                             doc="Ground-truth system whose emulator and thermalizer are shown.")
     model = param.Selector(objects={}, allow_None=True, label="Models",
@@ -65,8 +69,13 @@ class DashboardState(param.Parameterized):
     reset = param.Action(lambda state: state.restart(), label="Reset", doc="Start again from step 0 with the seed.")
     error = param.String(default="", precedence=-1, doc="Why the last control change was rejected, if it was.")
 
+    #: True while a preset's values are set, so that they count as one change (see apply_preset).
+    _applying_preset = False
+    #: Set when the model or batch changed while a preset was applied, so the engine must be built again.
+    _engine_request_pending = False
+
     def __init__(self, models_folder: str | None = None, worker: RolloutWorker | None = None, **params):
-        super().__init__(**params)
+        super().__init__(**with_preset_values(params))
         self.models_folder = models_folder
         self.worker = worker or RolloutWorker(settings=self.thermalizer_settings(), name=self.name)
         self.worker.steps_per_frame = self.steps_per_frame
@@ -87,6 +96,29 @@ class DashboardState(param.Parameterized):
         logger.info("%s: reset with seed %d", self.name, self.seed)
         self.error = ""
         self.worker.reset(self.seed)
+
+    def apply_preset(self, preset: Preset) -> None:
+        """Set every control of ``preset`` in one update, then build the engine once (or restart it) from step 0.
+
+        The shipped pair of the preset's system is selected, because the presets were measured with it.
+        Set ``preset`` on its own, because values changed in the same ``param.update`` may be overwritten
+        by the preset's. To combine a preset with other values, pass both to the constructor.
+        """
+        logger.info("%s: preset %s", self.name, preset.key)
+        self._engine_request_pending = False
+        self._applying_preset = True
+        try:
+            self.param.update(preset.parameter_values())
+            shipped = shipped_choice(preset.system)
+            # Param sends an event for an assigned dataclass even when it is equal, which would rebuild the engine.
+            if self.model != shipped:
+                self.model = shipped
+        finally:
+            self._applying_preset = False
+        if self._engine_request_pending:
+            self._update_engine()
+        else:
+            self.restart()
 
     def close(self, timeout: float = 30.0) -> bool:
         """Stop the worker thread, waiting up to ``timeout`` seconds (0: do not wait); return True if it ended."""
@@ -132,6 +164,9 @@ class DashboardState(param.Parameterized):
 
     @param.depends("model", "batch", watch=True)
     def _update_engine(self) -> None:
+        if self._applying_preset:
+            self._engine_request_pending = True
+            return
         if not isinstance(self.model, ModelChoice):
             self.model = shipped_choice(self.system)
             return
@@ -145,7 +180,8 @@ class DashboardState(param.Parameterized):
 
     @param.depends("seed", watch=True)
     def _update_seed(self) -> None:
-        self.restart()
+        if not self._applying_preset:
+            self.restart()
 
     @param.depends("s_init", "s_stop", "forward_diffuse", "limit_noise", "hard_limit", "emulator_sigma",
                    "stochastic", watch=True)
@@ -161,3 +197,18 @@ class DashboardState(param.Parameterized):
     @param.depends("steps_per_frame", watch=True)
     def _update_steps_per_frame(self) -> None:
         self.worker.steps_per_frame = self.steps_per_frame
+
+    @param.depends("preset", watch=True)
+    def _update_preset(self) -> None:
+        if self.preset != CUSTOM and not self._applying_preset:
+            self.apply_preset(PRESETS[self.preset])
+
+    @param.depends(*PRESET_PARAMETERS, watch=True)
+    def _mark_custom(self) -> None:
+        """Show the preset as custom once a control it sets no longer has the preset's value."""
+        if self.preset == CUSTOM or self._applying_preset:
+            return
+        preset_values = PRESETS[self.preset].parameter_values()
+        if any(getattr(self, name) != preset_values[name] for name in PRESET_PARAMETERS):
+            logger.info("%s: controls changed by hand, preset %s is now custom", self.name, self.preset)
+            self.preset = CUSTOM

@@ -45,7 +45,7 @@ def test_perturb_button_raises_emulator_level(open_page):  # noqa: F811
 
 def test_click_on_profile_perturbs_locally(open_page):  # noqa: F811
     page, dashboard = open_ks(open_page)
-    profile = page.page.locator(".bk-Figure").nth(3)
+    profile = page.page.locator(".profile-plot .bk-Figure").first
     box = profile.bounding_box()
     # Click inside the plot frame, left of centre, away from the toolbar and the axes.
     page.page.mouse.click(box["x"] + 0.35 * box["width"], box["y"] + 0.5 * box["height"])

@@ -16,7 +16,7 @@ from bokeh.events import Tap
 from bokeh.models import BasicTickFormatter, ColorBar, ColumnDataSource, LinearColorMapper, Range1d
 
 from ..frames import RUN_LABELS, EngineInfo, Frame, run_label, short_exit
-from .style import DIVERGING_PALETTE, RUN_COLORS, finite_or_nan, new_figure
+from .style import DIVERGING_PALETTE, RUN_COLORS, TOOLS, finite_or_nan, new_figure
 
 #: Caption above the fields, per channel.
 CHANNEL_CAPTIONS = {
@@ -28,6 +28,8 @@ CHANNEL_CAPTIONS = {
 #: Colour limits are this factor times the largest absolute value of the truth at the run's start.
 COLOR_MARGIN = 1.2
 IMAGE_SIZE = 250
+#: The field plots take clicks (to perturb there), so their toolbar has the tap tool.
+TAP_TOOLS = TOOLS + ",tap"
 
 
 def field_title(label: str, exit_step: int | None, reason: str | None) -> str:
@@ -65,11 +67,15 @@ class FieldsView:
         last = info.runs[-1]
         color_bar = ColorBar(color_mapper=self.color_mapper, width=10, formatter=BasicTickFormatter(precision=1))
         self.figures[last].add_layout(color_bar, "right")
-        row = pn.FlexBox(*[pn.pane.Bokeh(self.figures[name]) for name in info.runs])
+        # Rows of at most three plots. A FlexBox would wrap by itself, but Bokeh then maps clicks to infinite
+        # data coordinates (Bokeh 3.9, Panel 1.9.4), so the plots could not take clicks.
+        panes = [pn.pane.Bokeh(self.figures[name], css_classes=["field-plot", f"field-{name.replace(' ', '-')}"])
+                 for name in info.runs]
+        row = pn.Column(*[pn.Row(*panes[start:start + 3]) for start in range(0, len(panes), 3)])
         self.profile_sources: dict[str, ColumnDataSource] = {}
         if info.is_1d:
             self.profile_figure = self.make_profile_figure()
-            self.panel = pn.Column(self.caption, row, pn.pane.Bokeh(self.profile_figure))
+            self.panel = pn.Column(self.caption, row, pn.pane.Bokeh(self.profile_figure, css_classes=["profile-plot"]))
         else:
             self.panel = pn.Column(self.caption, row)
 
@@ -81,12 +87,13 @@ class FieldsView:
     def make_image_figure(self, name: str):
         info = self.info
         if info.is_1d:
-            plot = new_figure(title=RUN_LABELS[name], frame_width=250, frame_height=170,
+            plot = new_figure(title=RUN_LABELS[name], frame_width=250, frame_height=170, tools=TAP_TOOLS,
                               x_axis_label="step", y_axis_label=f"x ({info.length_unit})",
                               x_range=Range1d(0, self.space_time_rows), y_range=Range1d(0, info.extent[0]))
         else:
             length_x, length_y = info.extent[-1], info.extent[-2]
             plot = new_figure(title=RUN_LABELS[name], frame_width=IMAGE_SIZE, frame_height=IMAGE_SIZE,
+                              tools=TAP_TOOLS,
                               x_axis_label=f"x ({info.length_unit})", y_axis_label=f"y ({info.length_unit})",
                               x_range=Range1d(0, length_x), y_range=Range1d(0, length_y), match_aspect=True)
         plot.image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=self.color_mapper,
@@ -98,6 +105,7 @@ class FieldsView:
     def make_profile_figure(self):
         info = self.info
         plot = new_figure(title="u(x) now, shown trajectory", frame_width=3 * 250 + 2 * 75 + 40, frame_height=150,
+                          tools=TAP_TOOLS,
                           x_axis_label=f"x ({info.length_unit})", y_axis_label="u",
                           x_range=Range1d(0, info.extent[0]), y_range=Range1d(-1.0, 1.0))
         for name in info.runs:
