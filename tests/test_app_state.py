@@ -7,6 +7,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+from bokeh.events import Tap
 
 from app.checkpoints import ModelChoice, checkpoint_stamp, load_models, shipped_choice
 from app.layout import Dashboard
@@ -341,3 +342,35 @@ def test_soak_memory_stays_flat(make_state, tiny_models):
     space_time_steps, _ = snapshot.frame.space_time["truth"]
     assert space_time_steps.size == state.worker.space_time_rows
     assert snapshot.frame.history["truth"]["step"].size == state.worker.history
+
+
+def test_click_on_2d_field_perturbs_there(make_state, tiny_models):
+    state = make_state(batch=1, system="qg")
+    state.model = tiny_choice(tiny_models, name="tiny-qg", system="qg")
+    frame = wait_for_frame(state)
+    dashboard = Dashboard(state)
+    dashboard.render(state.worker.snapshot())
+    fields = dashboard.views[0]
+    length_y, length_x = frame.info.extent
+
+    fields.tapped_image(Tap(fields.figures["emulator"], x=0.25 * length_x, y=0.75 * length_y))
+    snapshot = state.worker.wait_for(lambda s: s.frame is not None and s.frame.perturbations, STEP_TIMEOUT)
+
+    perturbation = snapshot.frame.perturbations[-1]
+    assert perturbation.center == pytest.approx((0.75, 0.25))
+    assert perturbation.level == state.perturbation.level
+
+
+def test_click_outside_domain_ignored(make_state, tiny_models):
+    state = make_state(batch=1, system="qg")
+    state.model = tiny_choice(tiny_models, name="tiny-qg", system="qg")
+    frame = wait_for_frame(state)
+    dashboard = Dashboard(state)
+    dashboard.render(state.worker.snapshot())
+    fields = dashboard.views[0]
+
+    fields.tapped_image(Tap(fields.figures["truth"], x=-1.0, y=0.5 * frame.info.extent[0]))
+    state.worker.step(1)
+    snapshot = state.worker.wait_for(lambda s: s.frame is not None and s.frame.step >= 1, STEP_TIMEOUT)
+
+    assert snapshot.frame.perturbations == ()

@@ -45,7 +45,7 @@ def test_perturb_button_raises_emulator_level(open_page):  # noqa: F811
 
 def test_click_on_profile_perturbs_locally(open_page):  # noqa: F811
     page, dashboard = open_ks(open_page)
-    profile = page.page.locator(".profile-plot .bk-Figure").first
+    profile = page.page.locator(".profile-plot").first
     box = profile.bounding_box()
     # Click inside the plot frame, left of centre, away from the toolbar and the axes.
     page.page.mouse.click(box["x"] + 0.35 * box["width"], box["y"] + 0.5 * box["height"])
@@ -66,10 +66,10 @@ def test_statistics_and_classifier_tabs(open_page):  # noqa: F811
     expand(page, "analysis-card")
     page.page.locator(".compute-statistics button").click()
     page.page.locator(".check-classifier button").click()
-    page.page.get_by_role("tab", name="Statistics").click()
+    page.page.locator(".bk-tab", has_text="Statistics").click()
     page.page.wait_for_selector(".statistics-summary table", timeout=STEPS_TIMEOUT_MS)
     distance = page.page.locator(".statistics-row[data-run='truth'] .spectral-distance").inner_text()
-    page.page.get_by_role("tab", name="Classifier").click()
+    page.page.locator(".bk-tab", has_text="Classifier").click()
     page.page.wait_for_selector(".confusion-table", timeout=STEPS_TIMEOUT_MS)
 
     assert distance == "0.000"

@@ -69,13 +69,15 @@ class FieldsView:
         self.figures[last].add_layout(color_bar, "right")
         # Rows of at most three plots. A FlexBox would wrap by itself, but Bokeh then maps clicks to infinite
         # data coordinates (Bokeh 3.9, Panel 1.9.4), so the plots could not take clicks.
-        panes = [pn.pane.Bokeh(self.figures[name], css_classes=["field-plot", f"field-{name.replace(' ', '-')}"])
-                 for name in info.runs]
+        for name, plot in self.figures.items():
+            plot.css_classes = ["field-plot", f"field-{name.replace(' ', '-')}"]
+        panes = [pn.pane.Bokeh(self.figures[name]) for name in info.runs]
         row = pn.Column(*[pn.Row(*panes[start:start + 3]) for start in range(0, len(panes), 3)])
         self.profile_sources: dict[str, ColumnDataSource] = {}
         if info.is_1d:
             self.profile_figure = self.make_profile_figure()
-            self.panel = pn.Column(self.caption, row, pn.pane.Bokeh(self.profile_figure, css_classes=["profile-plot"]))
+            self.profile_figure.css_classes = ["profile-plot"]
+            self.panel = pn.Column(self.caption, row, pn.pane.Bokeh(self.profile_figure))
         else:
             self.panel = pn.Column(self.caption, row)
 
