@@ -26,9 +26,14 @@ from thermalizer_core.engine import RolloutEngine
 
 
 def headless_rate(system: str, batch: int, seed: int, steps: int, device: torch.device) -> float:
-    """Return steps per second of a fresh engine over ``steps`` steps."""
+    """Return steps per second of a fresh engine over ``steps`` steps.
+
+    The engine does the work that the dashboard's engine does too: it classifies the true states and
+    keeps recent fields for the statistics and exports.
+    """
     pair = load_models(shipped_choice(system), device)
-    engine = RolloutEngine(pair.system, pair.emulator, pair.thermalizer, batch=batch, seed=seed, device=device)
+    engine = RolloutEngine(pair.system, pair.emulator, pair.thermalizer, batch=batch, seed=seed, device=device,
+                           classify_truth=True, field_history=None)
     started = time.perf_counter()
     engine.step(steps)
     return steps / (time.perf_counter() - started)
