@@ -57,8 +57,9 @@ class Dashboard(pn.viewable.Viewer):
                             css_classes=["view-tabs"])
         self.classifier_view: ClassifierView | None = None
         self.statistics_view: StatisticsView | None = None
-        #: Analysis results on their way from the worker, by kind ("statistics", "classifier").
-        self.pending: dict[str, concurrent.futures.Future] = {}
+        #: Analysis results on their way from the worker, by kind ("statistics", "classifier"), with the
+        #: generation of the views that requested them.
+        self.pending: dict[str, tuple[int, concurrent.futures.Future]] = {}
         self.last_frame: Frame | None = None
         self.note = pn.pane.Markdown("", width=860, css_classes=["student-note"])
         self.preset_explanation = pn.pane.Markdown(
@@ -202,16 +203,16 @@ class Dashboard(pn.viewable.Viewer):
 
     def request(self, kind: str, function: Callable) -> None:
         """Ask the worker for an analysis result; :meth:`refresh` shows it when it arrives."""
-        self.pending[kind] = self.state.worker.submit(function)
+        self.pending[kind] = (self.view_generation, self.state.worker.submit(function))
 
     def show_results(self) -> None:
-        """Show the analysis results that have arrived since the last render."""
-        for kind, future in list(self.pending.items()):
+        """Show the analysis results that have arrived since the last render, unless their engine was replaced."""
+        for kind, (generation, future) in list(self.pending.items()):
             if not future.done():
                 continue
             del self.pending[kind]
             view = self.statistics_view if kind == "statistics" else self.classifier_view
-            if view is None or future.cancelled():
+            if view is None or future.cancelled() or generation != self.view_generation:
                 continue
             error = future.exception()
             if error is not None:
@@ -269,6 +270,8 @@ class Dashboard(pn.viewable.Viewer):
         showing_problem = self.update_problem(snapshot)
         self.update_loading(not current and not showing_problem)
 
+        # The analysis tabs belong to the shown engine, so they hide with its plots while another loads.
+        self.classifier_panel.visible = self.statistics_panel.visible = current
         if not current:
             self.plots.visible = False
             self.status.object = status_html(self.state, None, phase="problem" if showing_problem else "loading")
@@ -388,7 +391,7 @@ def problem_text(system: str, kind: str, message: str) -> str:
     if kind == "missing":
         return (f"**No usable checkpoints for {label}.** The emulator/thermalizer pair is missing or was "
                 f"rejected: {html.escape(message)}. The dashboard loads the pair as soon as its files change, "
-                "so this page picks it up when its training finishes. Meanwhile, pick another system.")
+                "so this page picks it up when its training finishes. Meanwhile, pick another model pair or system.")
     return f"**{label}:** {html.escape(message)}"
 
 
@@ -426,6 +429,9 @@ def status_html(state: DashboardState, frame: Frame | None, trajectory: int = 0,
             f"<span class='engine-s-stop'>{settings.s_stop}</span>",
         ]
     lines = [" · ".join(parts)]
+    if frame is not None and frame.settings.s_stop >= frame.settings.s_init:
+        lines.append(f"<span class='threshold-note'>s_stop ({frame.settings.s_stop}) is not below s_init "
+                     f"({frame.settings.s_init}), so only trajectories read above s_stop are denoised.</span>")
     if frame is not None:
         lines.append(f"<b>Trajectory {trajectory}</b>: " + "; ".join(
             run_status(frame, name, trajectory) for name in frame.info.runs))

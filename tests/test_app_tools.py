@@ -1,5 +1,6 @@
 """Teaching and debugging tools at the state level, on the shipped KS pair: perturb, compare, analyse, export."""
 import io
+import json
 
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ STEP_TIMEOUT = 120
 #: Diffusion level of the test perturbations: far above s_init = 10 and the clean readings (about 0).
 PERTURBATION_LEVEL = 80
 #: Steps after a global perturbation at PERTURBATION_LEVEL until the thermalized run of the shipped KS pair
-#: reads at most s_init again: the first step reads the jump and denoises down to s_stop, and the second
-#: reads the denoised state (measured on seeds 0-2 in tests/test_engine_tools.py).
+#: reads at most s_init again. The first step reads the jump and denoises down to s_stop. The second reads
+#: the denoised state (measured on seeds 0-2 in tests/test_engine_tools.py).
 RETURN_STEPS = 2
 
 
@@ -154,6 +155,7 @@ def test_netcdf_export_holds_runs_and_settings(ks_state, tmp_path):
         assert list(dataset["run"].values) == ["truth", "emulator", "thermalized"]
         assert dataset["field"].sizes["step"] == 6
         assert '"s_init": 10' in dataset.attrs["settings_thermalized"]
+        assert set(json.loads(dataset.attrs["settings_emulator"])) == {"emulator_sigma", "classify_every"}
         assert dataset.attrs["system"] == "ks"
 
 
@@ -185,7 +187,7 @@ def test_dashboard_shows_analysis_results(ks_state):
 
     dashboard.statistics_button.clicks += 1
     dashboard.classifier_button.clicks += 1
-    for future in list(dashboard.pending.values()):
+    for _, future in list(dashboard.pending.values()):
         future.result(STEP_TIMEOUT)
     dashboard.show_results()
 
@@ -193,3 +195,32 @@ def test_dashboard_shows_analysis_results(ks_state):
     assert "confusion-table" in dashboard.classifier_view.summary.object
     fractions = dashboard.classifier_view.sources["truth"].data["fraction"]
     assert np.isclose(np.nansum(fractions), 1.0)
+
+
+def test_result_of_replaced_engine_dropped(ks_state):
+    dashboard = Dashboard(ks_state)
+    advance(ks_state, 5)
+    dashboard.refresh()
+    dashboard.statistics_button.clicks += 1
+    _, future = dashboard.pending["statistics"]
+    future.result(STEP_TIMEOUT)
+
+    ks_state.batch = 3
+    ks_state.worker.wait_for(lambda s: s.frame is not None and s.frame.info.generation == s.generation
+                             and s.frame.info.batch == 3, BUILD_TIMEOUT)
+    dashboard.refresh()
+
+    assert dashboard.pending == {}
+    assert "Press" in dashboard.statistics_view.summary.object
+    assert dashboard.statistics_panel.visible
+
+
+def test_status_notes_s_stop_above_s_init(ks_state):
+    dashboard = Dashboard(ks_state)
+    ks_state.param.update(s_init=5, s_stop=50)
+    frame = advance(ks_state, 1)
+
+    dashboard.refresh()
+
+    assert frame.settings.s_stop == 50
+    assert "only trajectories read above s_stop are denoised" in dashboard.status.object

@@ -70,10 +70,16 @@ def channel_coordinate(system: System) -> tuple[str, np.ndarray]:
 
 
 def run_settings_json(engine: "RolloutEngine", name: str) -> str:
-    """Return run ``name``'s settings as JSON, with the checkpoint's emulator noise in place of None."""
+    """Return run ``name``'s settings as JSON, with the checkpoint's emulator noise in place of None.
+
+    The emulator-only run is never thermalized, so it gets only the settings that act on it: the
+    emulator noise and how often it is classified.
+    """
     settings = engine.run_settings(name)
     if settings.emulator_sigma is None:
         settings = dataclasses.replace(settings, emulator_sigma=float(engine.emulator.sigma))
+    if name not in engine.thermalized_names:
+        return json.dumps({"emulator_sigma": settings.emulator_sigma, "classify_every": settings.classify_every})
     return json.dumps(dataclasses.asdict(settings))
 
 
