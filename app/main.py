@@ -16,7 +16,7 @@ import panel as pn
 from bokeh.settings import settings as bokeh_settings
 
 from app.layout import RENDER_PERIOD_MS, Dashboard
-from app.presets import read_link, share_in_link
+from app.presets import apply_link_model, read_link, share_in_link
 from app.state import DashboardState
 
 logger = logging.getLogger("app")
@@ -40,6 +40,9 @@ def create_dashboard(models_folder: str | None = None) -> Dashboard:
     in_session = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
     link_values, link_problems = read_link(pn.state.location, DashboardState.param) if in_session else ({}, [])
     state = DashboardState(models_folder=models_folder, **link_values)
+    if in_session:
+        model_problem = apply_link_model(state, pn.state.location)
+        link_problems += [model_problem] if model_problem else []
     if link_problems:
         state.error = " ".join(link_problems)
     dashboard = Dashboard(state)

@@ -32,6 +32,9 @@ PRESET_PARAMETERS = ("system", "seed", "batch", "s_init", "s_stop", "forward_dif
                      "steps_per_frame")
 #: Parameters mirrored into the page's URL query, under their own names.
 LINK_PARAMETERS = ("preset", "system", "seed", "batch", "s_init", "s_stop", "steps_per_frame")
+#: Query key of the model pair: ``shipped``, or the name of a pair in the server's models folder.
+MODEL_KEY = "model"
+SHIPPED_MODEL = "shipped"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,11 +236,38 @@ def share_in_link(state: param.Parameterized, location) -> None:
     """
     def write_query(*events) -> None:
         query = {name: str(state.param[name].serialize(getattr(state, name))) for name in LINK_PARAMETERS}
+        if state.model is not None:
+            query[MODEL_KEY] = link_model_name(state.model)
         location.update_query(**query)
 
-    state.param.watch(write_query, list(LINK_PARAMETERS))
+    state.param.watch(write_query, [*LINK_PARAMETERS, "model"])
     location.param.watch(write_query, ["search"])
     write_query()
+
+
+def link_model_name(choice) -> str:
+    """Return the query value of a model choice: ``shipped``, or the name of its models-folder pair."""
+    return SHIPPED_MODEL if choice.folder is None else choice.name
+
+
+def apply_link_model(state: param.Parameterized, location) -> str | None:
+    """Select the model pair that the query of ``location`` names, among the state's choices for its system.
+
+    Returns None when the query names no pair, the shipped one or an available one, and otherwise a
+    message naming the value and the accepted ones (the state keeps its pair).
+    """
+    query = dict(urllib.parse.parse_qsl(location.search.lstrip("?"), keep_blank_values=True))
+    name = query.get(MODEL_KEY)
+    if name is None or name == SHIPPED_MODEL:
+        return None
+    choices = {link_model_name(choice): choice for choice in state.param.model.objects.values()}
+    if name not in choices:
+        message = (f"The link's {MODEL_KEY}={name!r} is not a model pair of {state.system} on this server and "
+                   f"was ignored. Use one of {', '.join(choices)}.")
+        logger.warning("ignored link value: %s", message)
+        return message
+    state.model = choices[name]
+    return None
 
 
 def read_link_query(query: Mapping[str, str], parameters: param.Parameters) -> tuple[dict[str, Any], list[str]]:

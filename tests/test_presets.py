@@ -10,8 +10,8 @@ import pytest
 from panel.io.location import Location
 
 from app.checkpoints import shipped_choice
-from app.presets import (CUSTOM, LINK_PARAMETERS, PRESET_PARAMETERS, PRESETS, read_link, read_link_query,
-                         share_in_link, with_preset_values)
+from app.presets import (CUSTOM, LINK_PARAMETERS, PRESET_PARAMETERS, PRESETS, apply_link_model, read_link,
+                         read_link_query, share_in_link, with_preset_values)
 from app.state import DashboardState
 from test_app_state import BUILD_TIMEOUT, shipped_pair_exists, wait_for_frame
 
@@ -229,7 +229,7 @@ def test_link_follows_state_changes(make_shipped_state):
     preset = PRESETS["thermalizer-stabilizes"]
     assert after_preset == {"preset": preset.key, "system": preset.system, "seed": str(preset.seed),
                             "batch": str(preset.batch), "s_init": str(preset.s_init), "s_stop": str(preset.s_stop),
-                            "steps_per_frame": str(preset.steps_per_frame)}
+                            "steps_per_frame": str(preset.steps_per_frame), "model": "shipped"}
 
 
 @pytest.mark.parametrize("key", ["emulator-drifts", "thermalizer-stabilizes"])
@@ -267,3 +267,38 @@ def test_low_thresholds_denoise_most_steps(make_shipped_state):
     denoised = frame.history["thermalized"]["denoising_steps"] > 0
     # Measured over 1000 steps: 78% of trajectory-steps denoised, against 10% with s_init 10.
     assert denoised.mean() > 0.5, f"only {denoised.mean():.0%} of trajectory-steps were denoised"
+
+
+def test_link_selects_models_folder_pair(tiny_models):
+    location = Location(search="?system=ks&model=tiny-ks")
+    values, problems = read_link(location, DashboardState.param)
+    state = DashboardState(models_folder=str(tiny_models), batch=1, **values)
+    try:
+        problem = apply_link_model(state, location)
+        share_in_link(state, location)
+        chosen = state.model
+        folder_query = query_of(location)["model"]
+        state.model = shipped_choice("ks")
+        shipped_query = query_of(location)["model"]
+    finally:
+        assert state.close(), "worker thread did not stop"
+
+    assert problems == []
+    assert problem is None
+    assert (chosen.name, chosen.folder) == ("tiny-ks", str(tiny_models))
+    assert folder_query == "tiny-ks"
+    assert shipped_query == "shipped"
+
+
+def test_link_unknown_model_reported(tiny_models):
+    location = Location(search="?model=nope")
+    state = DashboardState(models_folder=str(tiny_models), batch=1)
+    try:
+        problem = apply_link_model(state, location)
+        folder = state.model.folder
+    finally:
+        assert state.close(), "worker thread did not stop"
+
+    assert "model='nope'" in problem
+    assert "tiny-ks" in problem
+    assert folder is None
