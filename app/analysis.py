@@ -25,6 +25,8 @@ from thermalizer_core.engine import RolloutEngine  # noqa: E402
 from thermalizer_core.statistics import WindowStatistics, window_statistics  # noqa: E402
 
 from .frames import Frame, run_label  # noqa: E402
+from .views.fields import color_limit  # noqa: E402
+from .views.series import level_or_nan  # noqa: E402
 from .views.style import RUN_COLORS  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -90,12 +92,12 @@ def netcdf_of(engine: RolloutEngine) -> bytes:
 def gif_of(engine: RolloutEngine, trajectory: int, channel: int, frames: int) -> bytes:
     """Return an animated GIF of the last ``frames`` kept steps of every run, for one trajectory and channel."""
     frames = max(1, min(frames, MAX_GIF_FRAMES))
+    run_settings = {name: engine.run_settings(name) for name in engine.thermalized_names}
     frames_by_run = {}
     steps = None
     for name in engine.run_names:
         steps, fields = engine.recent_fields(name)
-        frames_by_run[run_label(name, {n: engine.run_settings(n) for n in engine.thermalized_names})] = (
-            fields[-frames:, trajectory, channel])
+        frames_by_run[run_label(name, run_settings)] = fields[-frames:, trajectory, channel]
         steps = steps[-frames:]
     title = f"{engine.system.name}, trajectory {trajectory}"
     return animation.gif_bytes(frames_by_run, steps, title=title)
@@ -106,7 +108,7 @@ def view_png(frame: Frame, trajectory: int, channel: int) -> bytes:
     names = frame.info.runs
     figure = plt.figure(figsize=(3.2 * len(names), 6.4), constrained_layout=True)
     grid = figure.add_gridspec(2, len(names))
-    limit = field_limit(frame, channel)
+    limit = color_limit(frame.fields, channel)
     for column, name in enumerate(names):
         axis = figure.add_subplot(grid[0, column])
         draw_field(axis, frame, name, trajectory, channel, limit)
@@ -119,12 +121,6 @@ def view_png(frame: Frame, trajectory: int, channel: int) -> bytes:
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
     return buffer.getvalue()
-
-
-def field_limit(frame: Frame, channel: int) -> float:
-    reference = frame.fields.get("truth", next(iter(frame.fields.values())))[:, channel]
-    finite = reference[np.isfinite(reference)]
-    return float(np.abs(finite).max()) * 1.2 if finite.size and np.abs(finite).max() > 0 else 1.0
 
 
 def draw_field(axis, frame: Frame, name: str, trajectory: int, channel: int, limit: float) -> None:
@@ -168,8 +164,7 @@ def draw_spectra(axis, frame: Frame, trajectory: int) -> None:
 def draw_levels(axis, frame: Frame, trajectory: int) -> None:
     for name in frame.info.runs:
         history = frame.history[name]
-        levels = np.asarray(history["level"][:, trajectory], dtype=np.float64)
-        axis.plot(history["step"], np.where(levels >= 0, levels, np.nan), color=RUN_COLORS.get(name),
+        axis.plot(history["step"], level_or_nan(history["level"][:, trajectory]), color=RUN_COLORS.get(name),
                   linewidth=1)
     axis.axhline(frame.settings.s_init, color="#009E73", linewidth=1.5, label="s_init")
     axis.axhline(frame.settings.s_stop, color="#009E73", linewidth=1.5, linestyle="--", label="s_stop")

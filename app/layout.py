@@ -223,13 +223,13 @@ class Dashboard(pn.viewable.Viewer):
             else:
                 view.show_confusion(future.result())
 
-    async def from_worker(self, function: Callable, what: str) -> bytes:
+    async def from_worker(self, function: Callable, description: str) -> bytes:
         """Run ``function(engine)`` on the worker without blocking the event loop; show and re-raise an error."""
         try:
             return await asyncio.wrap_future(self.state.worker.submit(function))
         except Exception as error:
-            logger.warning("export of %s failed: %s", what, error)
-            self.show_message(f"Could not export the {what}: {html.escape(str(error))}", "danger")
+            logger.warning("export of %s failed: %s", description, error)
+            self.show_message(f"Could not export the {description}: {html.escape(str(error))}", "danger")
             raise
 
     async def download_png(self) -> io.BytesIO:
@@ -282,8 +282,8 @@ class Dashboard(pn.viewable.Viewer):
 
     def render_frame(self, frame: Frame, problem: Problem | None) -> None:
         """Copy ``frame`` into the plots and the status line, unless it is already shown as selected."""
-        trajectory = min(self.state.trajectory, frame.info.batch - 1)
         self.last_frame = frame
+        trajectory = self.shown_trajectory()
         key = (frame.sequence, frame.info.generation, trajectory, self.state.layer, problem, self.state.error,
                self.state.compare.error)
         if key == self.rendered_key:

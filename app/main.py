@@ -48,9 +48,9 @@ def create_dashboard(models_folder: str | None = None) -> Dashboard:
     dashboard = Dashboard(state)
     if in_session:
         share_in_link(state, pn.state.location)
-        # Render only once the page has loaded. Before that, Panel defers its own model changes to a later
-        # tick, while the plots' Bokeh sources change at once, so the page could receive the data of new
-        # plots before the plots and then reject every later update ("reference ... isn't known").
+        # Render only once the page has loaded. Until then Panel 1.9 defers its own model changes to a later
+        # tick, but the plots' Bokeh sources change at once. The page could then receive the data of new
+        # plots before the plots, and it rejected every later update ("reference ... isn't known").
         pn.state.onload(lambda: pn.state.add_periodic_callback(dashboard.refresh, period=RENDER_PERIOD_MS))
         # Do not wait for the worker's current step: this callback runs on the server's event loop.
         pn.state.on_session_destroyed(lambda session_context: state.close(timeout=0))

@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 
 #: Highest diffusion level a perturbation may add; the schedule has 1000 levels.
 MAX_PERTURBATION_LEVEL = 500
-#: Thresholds of the variants when first switched on: a low pair that fights the dynamics, a high pair that
-#: steps in late, and the paper's typical pair denoising all the way to level 0.
+#: Thresholds (s_init, s_stop) of the variants when first switched on: a low pair that denoises almost
+#: every step, a high pair that steps in late, and the default s_init 10 denoising down to level 0.
 VARIANT_DEFAULTS = {"variant A": (2, 0), "variant B": (60, 4), "variant C": (10, 0)}
 
 

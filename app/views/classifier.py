@@ -1,4 +1,4 @@
-"""What the thermalizer's classifier reads: live level histograms per run, and its check on noised truth.
+"""Views of the thermalizer's classifier: live level histograms per run, and its check on noised truth.
 
 The histogram counts the predicted noise levels of every trajectory over the
 last ``window`` steps of the engine's history, for the true states and for each

@@ -1,7 +1,7 @@
 """Statistics of each run over a window of recent steps: field-value PDFs, time-mean spectra and distances.
 
 A run that stays on the attractor has a PDF and a time-mean spectrum close to
-the truth's over the same window; drift shows as a widened PDF or a spectrum
+the truth's over the same window. Drift shows as a widened PDF, or as a spectrum
 that rises (noise) or falls (over-smoothing) at high wavenumbers. One number
 per run sums each up: the spectral distance (mean |log10 ratio| to the
 truth's spectrum) and the PDF distance (L1 between densities).
